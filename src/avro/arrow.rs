@@ -1,0 +1,152 @@
+//! Avro values straight into Arrow builders (no JSON in between): one builder per column,
+//! typed once from the column list, appended per record.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+use deltalake::arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use deltalake::arrow::datatypes::{DataType, Field, TimeUnit};
+
+use super::column::{unscaled_from_bytes, Column, ColumnType};
+
+pub fn arrow_type(ty: &ColumnType) -> DataType {
+    match ty {
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Int => DataType::Int32,
+        ColumnType::Long => DataType::Int64,
+        ColumnType::Float => DataType::Float32,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::TimestampMicros => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision as u8, *scale as i8),
+    }
+}
+
+pub fn arrow_field(col: &Column) -> Field {
+    Field::new(&col.name, arrow_type(&col.ty), col.nullable)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: Avro value {value} does not fit Arrow type {ty:?}")]
+pub struct AppendError {
+    pub column: String,
+    pub value: String,
+    pub ty: ColumnType,
+}
+
+pub enum ColumnBuilder {
+    Utf8(StringBuilder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Dec(Decimal128Builder, u8, i8),
+}
+
+impl ColumnBuilder {
+    pub fn new(ty: &ColumnType) -> Self {
+        match ty {
+            ColumnType::String => Self::Utf8(StringBuilder::new()),
+            ColumnType::Int => Self::I32(Int32Builder::new()),
+            ColumnType::Long => Self::I64(Int64Builder::new()),
+            ColumnType::Float => Self::F32(Float32Builder::new()),
+            ColumnType::Double => Self::F64(Float64Builder::new()),
+            ColumnType::Boolean => Self::Bool(BooleanBuilder::new()),
+            ColumnType::Date => Self::Date(Date32Builder::new()),
+            ColumnType::TimestampMicros => Self::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            ColumnType::Decimal { precision, scale } => Self::Dec(Decimal128Builder::new(), *precision as u8, *scale as i8),
+        }
+    }
+
+    /// Append one Avro value (unions are unwrapped; Null appends a null).
+    /// Returns false when the value's kind does not match the column.
+    pub fn append(&mut self, v: &Value) -> bool {
+        let v = match v {
+            Value::Union(_, inner) => inner.as_ref(),
+            other => other,
+        };
+        match (self, v) {
+            (Self::Utf8(b), Value::Null) => b.append_null(),
+            (Self::I32(b), Value::Null) => b.append_null(),
+            (Self::I64(b), Value::Null) => b.append_null(),
+            (Self::F32(b), Value::Null) => b.append_null(),
+            (Self::F64(b), Value::Null) => b.append_null(),
+            (Self::Bool(b), Value::Null) => b.append_null(),
+            (Self::Date(b), Value::Null) => b.append_null(),
+            (Self::Ts(b), Value::Null) => b.append_null(),
+            (Self::Dec(b, ..), Value::Null) => b.append_null(),
+            (Self::Utf8(b), Value::String(s)) => b.append_value(s),
+            (Self::I32(b), Value::Int(x)) => b.append_value(*x),
+            (Self::I64(b), Value::Long(x)) => b.append_value(*x),
+            (Self::I64(b), Value::Int(x)) => b.append_value(*x as i64),
+            (Self::F32(b), Value::Float(x)) => b.append_value(*x),
+            (Self::F64(b), Value::Double(x)) => b.append_value(*x),
+            (Self::F64(b), Value::Float(x)) => b.append_value(*x as f64),
+            (Self::Bool(b), Value::Boolean(x)) => b.append_value(*x),
+            (Self::Date(b), Value::Date(x)) => b.append_value(*x),
+            (Self::Ts(b), Value::TimestampMicros(x)) => b.append_value(*x),
+            (Self::Ts(b), Value::TimestampMillis(x)) => b.append_value(*x * 1000),
+            (Self::Dec(b, ..), Value::Decimal(d)) => match Vec::<u8>::try_from(d) {
+                Ok(bytes) => b.append_value(unscaled_from_bytes(&bytes)),
+                Err(_) => return false,
+            },
+            (Self::Dec(b, ..), Value::Bytes(bytes)) => b.append_value(unscaled_from_bytes(bytes)),
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn append_null(&mut self) {
+        self.append(&Value::Null);
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Utf8(b) => Arc::new(b.finish()),
+            Self::I32(b) => Arc::new(b.finish()),
+            Self::I64(b) => Arc::new(b.finish()),
+            Self::F32(b) => Arc::new(b.finish()),
+            Self::F64(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Date(b) => Arc::new(b.finish()),
+            Self::Ts(b) => Arc::new(b.finish().with_timezone("UTC")),
+            Self::Dec(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s).expect("precision validated at schema time")),
+        }
+    }
+}
+
+/// Read the column list back from an Avro record schema that funnel generated
+/// (the inverse of [`Column::avro_field`]).
+pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
+    use apache_avro::Schema as S;
+    let S::Record(rec) = schema else { return None };
+    rec.fields
+        .iter()
+        .map(|f| {
+            let (inner, nullable) = match &f.schema {
+                S::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], S::Null) => (&u.variants()[1], true),
+                other => (other, false),
+            };
+            let ty = match inner {
+                S::String | S::Uuid => ColumnType::String,
+                S::Int => ColumnType::Int,
+                S::Long => ColumnType::Long,
+                S::Float => ColumnType::Float,
+                S::Double => ColumnType::Double,
+                S::Boolean => ColumnType::Boolean,
+                S::Date => ColumnType::Date,
+                S::TimestampMicros | S::TimestampMillis | S::LocalTimestampMicros | S::LocalTimestampMillis => ColumnType::TimestampMicros,
+                S::Decimal(d) => ColumnType::Decimal { precision: d.precision as u32, scale: d.scale as u32 },
+                _ => return None,
+            };
+            Some(Column { name: f.name.clone(), ty, nullable })
+        })
+        .collect()
+}

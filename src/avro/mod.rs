@@ -1,0 +1,8 @@
+//! Avro as funnel uses it: the Confluent wire format, the column types funnel maps between
+//! Postgres, Avro and Arrow, and decoding Avro records into Arrow batches.
+
+pub mod arrow;
+pub mod column;
+pub mod serialization;
+
+pub use column::{Column, ColumnType};

@@ -1,0 +1,209 @@
+//! `funnel run bronze`: every CDC topic into a Delta table at `$FUNNEL_LAKE_DIR/bronze/<topic>`,
+//! exactly-once through offsets stored in the Delta log (see `offsets`). Records that cannot be
+//! decoded go to the dead-letter topic with their reason; the writer keeps going.
+
+pub mod offsets;
+pub mod table_writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::avro::serialization;
+use crate::kafka::{admin, consumer_config, dead_letters, producer_config};
+use crate::registry::RegistryClient;
+use crate::runtime::{health, metrics::metrics, shutdown};
+use table_writer::{envelope_columns, TableWriter};
+
+pub const PROCESSOR: &str = "bronze";
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BronzeConfig {
+    /// Topics to land in bronze (regular expression over topic names).
+    #[arg(long = "bronze-topics", default_value = r"^olist\..+")]
+    pub topics: String,
+    /// Commit when a table has buffered this many rows…
+    #[arg(long = "flush-rows", default_value_t = 100_000)]
+    pub flush_rows: usize,
+    /// …or when its oldest buffered row is this old (data visible in Delta within about this).
+    #[arg(long = "flush-ms", default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// Parquet file size target.
+    #[arg(long = "target-file-mb", default_value_t = 128)]
+    pub target_file_mb: u64,
+    /// Delta checkpoint every N commits.
+    #[arg(long = "checkpoint-interval", default_value_t = 20)]
+    pub checkpoint_interval: u32,
+    /// Stop once every assigned partition is caught up (benchmarks, one-shot loads).
+    #[arg(long = "until-caught-up", default_value_t = false)]
+    pub until_caught_up: bool,
+}
+
+pub fn table_path(lake: &Path, topic: &str) -> std::path::PathBuf {
+    lake.join("bronze").join(topic)
+}
+
+pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConfig) -> Result<u64> {
+    health::report(PROCESSOR, "starting", "");
+    let registry = RegistryClient::new(registry_url);
+    let re = regex::Regex::new(&cfg.topics).with_context(|| format!("bad --bronze-topics pattern {:?}", cfg.topics))?;
+    let topics: Vec<String> = admin::list_topics(brokers)?.into_iter().filter(|t| re.is_match(t)).collect();
+    if topics.is_empty() {
+        anyhow::bail!("no topic matches {:?} (start `funnel run cdc` first)", cfg.topics);
+    }
+    admin::ensure_topics(brokers, &[admin::TopicSpec { name: dead_letters::topic_for(PROCESSOR), partitions: 1, compact: false }]).await?;
+    let dlq: FutureProducer = producer_config(brokers, None).create()?;
+    let consumer: StreamConsumer = consumer_config(brokers, "funnel-bronze").create()?;
+
+    // Tables open lazily (their schema comes from the first record's writer schema), but the
+    // resume offsets of existing tables are read now, before anything is consumed.
+    let mut writers: HashMap<String, TableWriter> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for topic in &topics {
+        let n = admin::partition_count(brokers, topic)?;
+        let url = table_url(lake, topic)?;
+        let table = deltalake::DeltaTable::try_from_url(url).await?;
+        let committed = offsets::committed(&table, PROCESSOR, topic, n).await?;
+        for (p, off) in committed.iter().enumerate() {
+            let start = match off {
+                Some(o) => Offset::Offset(o + 1),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(topic, p as i32, start)?;
+        }
+        tracing::info!(topic, ?committed, "resuming bronze table");
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    health::report(PROCESSOR, "running", format!("{} topics", topics.len()));
+
+    let target = cfg.target_file_mb * 1024 * 1024;
+    let mut oldest: Option<Instant> = None;
+    let mut total: u64 = 0;
+    let mut idle_polls = 0;
+    loop {
+        if shutdown::requested() {
+            break;
+        }
+        let msg = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+        match msg {
+            Err(_) => idle_polls += 1,
+            Ok(Err(e)) => {
+                metrics().errors.with_label_values(&[PROCESSOR, "consume"]).inc();
+                tracing::warn!(error = %e, "consume error");
+            }
+            Ok(Ok(m)) => {
+                idle_polls = 0;
+                let topic = m.topic().to_string();
+                metrics().records_in.with_label_values(&[PROCESSOR, &topic]).inc();
+                oldest.get_or_insert_with(Instant::now);
+                let (p, o) = (m.partition(), m.offset());
+                let Some(payload) = m.payload() else {
+                    // Tombstone: compaction marker, no row, but its offset counts.
+                    if let Some(w) = writers.get_mut(&topic) {
+                        w.note_offset(p, o);
+                    }
+                    continue;
+                };
+                let decoded = serialization::decode(&registry, payload).await;
+                let reason = match decoded {
+                    Err(e) => Some(e.to_string()),
+                    Ok((id, value)) => {
+                        if !writers.contains_key(&topic) {
+                            let schema = registry.schema_by_id(id).await?;
+                            match envelope_columns(&schema) {
+                                Some(cols) => {
+                                    let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, cfg.checkpoint_interval).await?;
+                                    writers.insert(topic.clone(), w);
+                                }
+                                None => {
+                                    dead_letter(&dlq, &m, format!("schema {id} is not a CDC envelope")).await?;
+                                    continue;
+                                }
+                            }
+                        }
+                        let w = writers.get_mut(&topic).context("writer present")?;
+                        w.append(&value, p, o, m.timestamp().to_millis()).err().map(|e| e.to_string())
+                    }
+                };
+                if let Some(reason) = reason {
+                    dead_letter(&dlq, &m, reason).await?;
+                    if let Some(w) = writers.get_mut(&topic) {
+                        w.note_offset(p, o);
+                    }
+                }
+            }
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || writers.values().any(|w| w.rows >= cfg.flush_rows);
+        if due {
+            total += flush_all(&mut writers, target).await?;
+            oldest = None;
+            report_lag(&consumer);
+        }
+        if cfg.until_caught_up && idle_polls >= 5 && oldest.is_none() && caught_up(&consumer) {
+            break;
+        }
+    }
+    total += flush_all(&mut writers, target).await?;
+    tracing::info!(rows = total, "bronze stopped cleanly");
+    Ok(total)
+}
+
+async fn flush_all(writers: &mut HashMap<String, TableWriter>, target: u64) -> Result<u64> {
+    let mut n = 0;
+    for w in writers.values_mut() {
+        let t0 = Instant::now();
+        let rows = w.flush(PROCESSOR, target).await?;
+        if rows > 0 {
+            metrics().records_out.with_label_values(&[PROCESSOR, &w.topic]).inc_by(rows as u64);
+            metrics().batch_seconds.with_label_values(&[PROCESSOR]).observe(t0.elapsed().as_secs_f64());
+            tracing::debug!(topic = w.topic, rows, "committed to bronze");
+        }
+        n += rows as u64;
+    }
+    Ok(n)
+}
+
+async fn dead_letter(dlq: &FutureProducer, m: &rdkafka::message::BorrowedMessage<'_>, reason: String) -> Result<()> {
+    metrics().dead_letters.with_label_values(&[PROCESSOR, m.topic()]).inc();
+    dead_letters::send(
+        dlq,
+        dead_letters::DeadLetter { processor: PROCESSOR, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason },
+    )
+    .await
+}
+
+fn table_url(lake: &Path, topic: &str) -> Result<url::Url> {
+    let path = table_path(lake, topic);
+    std::fs::create_dir_all(&path)?;
+    url::Url::from_directory_path(&path).map_err(|_| anyhow::anyhow!("lake path {} is not absolute", path.display()))
+}
+
+/// Records behind the high watermark, per topic.
+fn lag(consumer: &StreamConsumer) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    let Ok(pos) = consumer.position() else { return out };
+    for e in pos.elements() {
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)) else { continue };
+        let behind = match e.offset() {
+            Offset::Offset(o) => high - o,
+            _ => high - low,
+        };
+        *out.entry(e.topic().to_string()).or_insert(0) += behind.max(0);
+    }
+    out
+}
+
+fn report_lag(consumer: &StreamConsumer) {
+    for (topic, l) in lag(consumer) {
+        metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
+    }
+}
+
+fn caught_up(consumer: &StreamConsumer) -> bool {
+    lag(consumer).values().all(|l| *l == 0)
+}

@@ -1,0 +1,71 @@
+//! Topic creation from the topology, idempotent.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::client_config;
+
+#[derive(Clone, Debug)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compact: bool,
+}
+
+/// Create every missing topic; existing topics are left as they are.
+pub async fn ensure_topics(brokers: &str, topics: &[TopicSpec]) -> Result<Vec<String>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().context("creating admin client")?;
+    let existing = list_topics(brokers)?;
+    let missing: Vec<&TopicSpec> = topics.iter().filter(|t| !existing.contains(&t.name)).collect();
+    if missing.is_empty() {
+        return Ok(vec![]);
+    }
+    let new: Vec<NewTopic> = missing
+        .iter()
+        .map(|t| {
+            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            if t.compact {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .context("create_topics")?;
+    let mut created = vec![];
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = name, "already exists"),
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(created)
+}
+
+pub fn list_topics(brokers: &str) -> Result<Vec<String>> {
+    let consumer: BaseConsumer = client_config(brokers).create()?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .with_context(|| format!("fetching metadata from {brokers}"))?;
+    Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
+}
+
+/// Partition count of a topic as the broker reports it.
+pub fn partition_count(brokers: &str, topic: &str) -> Result<i32> {
+    let consumer: BaseConsumer = client_config(brokers).create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md.topics().first().context("no metadata")?;
+    if t.partitions().is_empty() {
+        anyhow::bail!("topic {topic} does not exist (run `funnel topics create`)");
+    }
+    Ok(t.partitions().len() as i32)
+}

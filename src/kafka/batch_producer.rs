@@ -1,0 +1,114 @@
+//! Produce a batch of records atomically: in a Kafka transaction where the broker supports
+//! them (exactly-once), or as an acknowledged batch (at-least-once, consumers dedupe by the
+//! idempotency key each record carries).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::producer_config;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Delivery {
+    /// Kafka transactions: records and progress commit together.
+    ExactlyOnce,
+    /// Acknowledged batches; a crash may re-send a batch, recognised downstream by its key.
+    AtLeastOnce,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::ExactlyOnce => "exactly-once",
+            Delivery::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    /// None = tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+pub struct BatchProducer {
+    producer: FutureProducer,
+    delivery: Delivery,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+impl BatchProducer {
+    pub async fn new(brokers: &str, transactional_id: &str, delivery: Delivery) -> Result<Self> {
+        let tid = (delivery == Delivery::ExactlyOnce).then_some(transactional_id);
+        let producer: FutureProducer = producer_config(brokers, tid)
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .create()
+            .context("creating producer")?;
+        if delivery == Delivery::ExactlyOnce {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.init_transactions(TIMEOUT))
+                .await?
+                .with_context(|| format!("init_transactions for {transactional_id} (use --delivery at-least-once on brokers without transactions)"))?;
+        }
+        Ok(Self { producer, delivery })
+    }
+
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Send every record; returns once all are acknowledged (and committed, exactly-once).
+    pub async fn send(&self, records: &[OutRecord]) -> Result<()> {
+        if self.delivery == Delivery::ExactlyOnce {
+            self.producer.begin_transaction().context("begin_transaction")?;
+        }
+        match self.send_all(records).await {
+            Ok(()) => {
+                if self.delivery == Delivery::ExactlyOnce {
+                    let p = self.producer.clone();
+                    tokio::task::spawn_blocking(move || p.commit_transaction(TIMEOUT)).await?.context("commit_transaction")?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if self.delivery == Delivery::ExactlyOnce {
+                    let p = self.producer.clone();
+                    let _ = tokio::task::spawn_blocking(move || p.abort_transaction(TIMEOUT)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_all(&self, records: &[OutRecord]) -> Result<()> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            loop {
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).key(&r.key);
+                if let Some(v) = &r.value {
+                    rec = rec.payload(v);
+                }
+                match self.producer.send_result(rec) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Local queue full: let deliveries drain, then retry this record.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err((e, _)) => return Err(e).with_context(|| format!("producing to {}", r.topic)),
+                }
+            }
+        }
+        for f in pending {
+            f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
+        }
+        Ok(())
+    }
+}

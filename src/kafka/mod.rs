@@ -1,0 +1,47 @@
+//! Kafka clients configured once for every processor, topic administration and dead letters.
+
+pub mod admin;
+pub mod batch_producer;
+pub mod dead_letters;
+
+use rdkafka::config::ClientConfig;
+
+/// Base client settings. The short poll/session timeouts matter against tansu, whose group
+/// coordinator otherwise makes a join wait for librdkafka's 300 s default.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set("socket.keepalive.enable", "true");
+    c
+}
+
+/// An idempotent producer; with `transactional_id` a transactional one.
+pub fn producer_config(brokers: &str, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = client_config(brokers);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "none")
+        // Java-compatible key hashing so other clients partition the same keys the same way.
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "60000");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id).set("transaction.timeout.ms", "60000");
+    }
+    c
+}
+
+/// A consumer that never commits to the group by itself: funnel sinks keep their own offsets.
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut c = client_config(brokers);
+    c.set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "10000")
+        .set("fetch.wait.max.ms", "100");
+    c
+}

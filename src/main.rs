@@ -1,0 +1,270 @@
+//! The `funnel` command line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use funnel::config::Endpoints;
+use funnel::runtime::{http, shutdown};
+use funnel::stack::StackDirs;
+
+/// funnel — Kafka-native stream processing for marketing data.
+///
+/// Every hop runs through Kafka-API topics with Avro values registered in a
+/// Confluent-compatible Schema Registry. Start locally with:
+///
+///   funnel stack up                                  # broker, registry, Postgres, Redis
+///   funnel seed olist --dir ../shared/data/olist     # or without --dir: synthetic data
+///   funnel topics create                             # topics + schemas from topology/
+///   funnel run cdc bronze                            # Postgres → topics → Delta
+///   funnel demo                                      # all of the above, end to end
+///
+/// Endpoints come from flags or FUNNEL_* variables (`eval "$(funnel stack env)"`).
+#[derive(Parser)]
+#[command(name = "funnel", version, verbatim_doc_comment, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    dirs: StackDirs,
+    /// Log filter (tracing EnvFilter syntax), e.g. info,funnel=debug.
+    #[arg(long, env = "FUNNEL_LOG", default_value = "warn,funnel=info", global = true)]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Local stack without Docker: tansu broker, schema registry, Postgres (logical WAL), Redis.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Serve a Confluent-compatible Schema Registry backed by the `_schemas` topic.
+    Registry {
+        #[arg(long, default_value_t = funnel::config::DEFAULT_REGISTRY_PORT)]
+        port: u16,
+    },
+    /// Print the topology (processors, topics, delivery per hop) and its Mermaid diagram.
+    Topology {
+        /// Only print the Mermaid diagram.
+        #[arg(long)]
+        mermaid: bool,
+        #[arg(long, default_value = ".")]
+        topology_dir: PathBuf,
+    },
+    /// Topic administration from topology/.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Load source data.
+    Seed {
+        #[command(subcommand)]
+        what: SeedWhat,
+    },
+    /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
+    Run {
+        /// Processors: cdc, bronze.
+        #[arg(required = true, value_parser = ["cdc", "bronze"])]
+        processors: Vec<String>,
+        /// Port for /metrics and /health (0 = off).
+        #[arg(long, env = "FUNNEL_HTTP_PORT", default_value_t = funnel::config::DEFAULT_HTTP_PORT)]
+        http_port: u16,
+        #[command(flatten)]
+        cdc: funnel::cdc::CdcConfig,
+        #[command(flatten)]
+        bronze: funnel::bronze::BronzeConfig,
+    },
+    /// CDC maintenance.
+    Cdc {
+        #[command(subcommand)]
+        action: CdcAction,
+    },
+    /// Derive the Avro schemas of the source tables into schemas/cdc/ (commit the result).
+    Schemas {
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        #[arg(long, default_value = "olist")]
+        topic_prefix: String,
+        #[arg(long, value_delimiter = ',', default_value = "ecommerce,marketing")]
+        schemas: Vec<String>,
+    },
+    /// Counts per topic and per bronze table.
+    Summary,
+}
+
+#[derive(Subcommand)]
+enum StackAction {
+    /// Install what is missing and start every service (idempotent).
+    Up,
+    /// Stop every service (state is kept).
+    Down,
+    /// Show each service's endpoint and state.
+    Status,
+    /// Print `export FUNNEL_…=…` lines: eval "$(funnel stack env)".
+    Env,
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the declared topics and register their key/value schemas.
+    Create {
+        #[arg(long, default_value = ".")]
+        topology_dir: PathBuf,
+    },
+    /// List topics on the broker.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SeedWhat {
+    /// Create and load the olist database (drops existing olist tables).
+    Olist {
+        /// Folder with the Olist CSVs (gzip); missing tables are generated to match them.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Without --dir: thousands of synthetic orders.
+        #[arg(long, default_value_t = 10)]
+        synthetic_scale: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdcAction {
+    /// Drop the connector's slots and progress: the next run snapshots again.
+    Reset {
+        #[arg(long, default_value = "olist")]
+        name: String,
+    },
+}
+
+fn init_logging(filter: &str, json: bool) {
+    let env = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(env).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_json);
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ep = cli.endpoints;
+    match cli.command {
+        Command::Stack { action } => match action {
+            StackAction::Up => funnel::stack::up(&cli.dirs).await,
+            StackAction::Down => funnel::stack::down(&cli.dirs).await,
+            StackAction::Status => funnel::stack::status(&cli.dirs).await,
+            StackAction::Env => {
+                print!("{}", funnel::stack::env_lines(&ep.lake_root()?));
+                Ok(())
+            }
+        },
+        Command::Registry { port } => {
+            shutdown::install();
+            funnel::registry::server::serve(&ep.brokers, port).await
+        }
+        Command::Topology { mermaid, topology_dir } => {
+            let t = funnel::topology::Topology::load(&topology_dir)?;
+            if !mermaid {
+                t.print();
+            }
+            println!("{}", t.mermaid());
+            Ok(())
+        }
+        Command::Topics { action } => match action {
+            TopicsAction::Create { topology_dir } => {
+                let t = funnel::topology::Topology::load(&topology_dir)?;
+                let registry = funnel::registry::RegistryClient::new(&ep.registry_url);
+                let report = t.create(&ep.brokers, &registry).await?;
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["subject / topic", "result"]);
+                for (a, b) in report {
+                    table.add_row(vec![a, b]);
+                }
+                println!("{table}");
+                Ok(())
+            }
+            TopicsAction::List => {
+                for t in funnel::kafka::admin::list_topics(&ep.brokers)? {
+                    println!("{t}");
+                }
+                Ok(())
+            }
+        },
+        Command::Seed { what: SeedWhat::Olist { dir, synthetic_scale } } => {
+            let report = funnel::olist::seed::seed(&ep.source_pg_url, &funnel::olist::seed::SeedOptions { dir, synthetic_scale }).await?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["table", "rows", "from"]);
+            for (t, n, from) in report.tables {
+                table.add_row(vec![t, n.to_string(), from.to_string()]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        Command::Run { processors, http_port, cdc, bronze } => {
+            shutdown::install();
+            http::spawn(http_port).await?;
+            let mut tasks = tokio::task::JoinSet::new();
+            for p in processors {
+                let ep = ep.clone();
+                match p.as_str() {
+                    "cdc" => {
+                        let cfg = cdc.clone();
+                        tasks.spawn(async move { funnel::cdc::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, cfg).await.context("cdc") });
+                    }
+                    "bronze" => {
+                        let cfg = bronze.clone();
+                        tasks.spawn(async move {
+                            let lake = ep.lake_root()?;
+                            funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg).await.map(|_| ()).context("bronze")
+                        });
+                    }
+                    other => anyhow::bail!("unknown processor {other}"),
+                }
+            }
+            // One processor failing stops the process (a supervisor restarts it; progress is durable).
+            while let Some(res) = tasks.join_next().await {
+                if let Err(e) = res? {
+                    shutdown::request();
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+        Command::Cdc { action: CdcAction::Reset { name } } => funnel::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &name).await,
+        Command::Schemas { out, topic_prefix, schemas } => {
+            let client = funnel::olist::db::connect(&ep.source_pg_url).await?;
+            let tables = funnel::cdc::catalog::tables_in(&client, &schemas).await?;
+            let dir = out.join("cdc");
+            std::fs::create_dir_all(&dir)?;
+            for t in tables {
+                let topic = t.topic(&topic_prefix);
+                for (suffix, json) in [("key", t.key_schema(&topic_prefix)), ("value", t.value_schema(&topic_prefix))] {
+                    let path = dir.join(format!("{topic}-{suffix}.avsc"));
+                    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Summary => funnel::summary::print(&ep).await,
+    }
+}
