@@ -52,10 +52,19 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     health::report(PROCESSOR, "starting", "");
     let registry = RegistryClient::new(registry_url);
     let re = regex::Regex::new(&cfg.topics).with_context(|| format!("bad --bronze-topics pattern {:?}", cfg.topics))?;
-    let topics: Vec<String> = admin::list_topics(brokers)?.into_iter().filter(|t| re.is_match(t)).collect();
-    if topics.is_empty() {
-        anyhow::bail!("no topic matches {:?} (start `funnel run cdc` first)", cfg.topics);
-    }
+    // CDC may still be creating its topics: wait for them rather than fail.
+    let mut waited = 0;
+    let topics: Vec<String> = loop {
+        let found: Vec<String> = admin::list_topics(brokers)?.into_iter().filter(|t| re.is_match(t)).collect();
+        if !found.is_empty() || shutdown::requested() {
+            break found;
+        }
+        if waited % 10 == 0 {
+            tracing::info!(pattern = cfg.topics, "waiting for topics to land in bronze (is `funnel run cdc` running?)");
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     admin::ensure_topics(brokers, &[admin::TopicSpec { name: dead_letters::topic_for(PROCESSOR), partitions: 1, compact: false }]).await?;
     let dlq: FutureProducer = producer_config(brokers, None).create()?;
     let consumer: StreamConsumer = consumer_config(brokers, "funnel-bronze").create()?;

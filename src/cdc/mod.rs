@@ -288,3 +288,10 @@ pub async fn reset(pg_url: &str, brokers: &str, registry_url: &str, name: &str) 
     println!("progress of connector {name} cleared; the next `funnel run cdc` snapshots again");
     Ok(())
 }
+
+/// The committed progress of connector `name` (for tests, `funnel summary` and operators).
+pub async fn load_state(brokers: &str, registry_url: &str, name: &str) -> Result<Option<CdcState>> {
+    let registry = RegistryClient::new(registry_url);
+    let key_id = registry.register(&subject(STATE_TOPIC, true), "\"string\"").await?;
+    state::load(brokers, &registry, &encoded_key(key_id, name)?).await
+}

@@ -1,0 +1,209 @@
+//! Shared fixtures: every test gets its own database, topic prefix, connector name and lake
+//! directory on the stack `.ci/run` starts (broker, registry, Postgres), so tests never see
+//! each other's data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub struct Stack {
+    pub brokers: String,
+    pub registry: String,
+    pub pg_admin: String,
+    pub python: PathBuf,
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let tools = std::env::var("FUNNEL_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/funnel-tools"));
+        Stack {
+            brokers: std::env::var("FUNNEL_BROKERS").unwrap_or("127.0.0.1:19092".into()),
+            registry: std::env::var("FUNNEL_SCHEMA_REGISTRY_URL").unwrap_or("http://127.0.0.1:18081".into()),
+            pg_admin: "postgres://postgres@127.0.0.1:15432/postgres".into(),
+            python: tools.join("venv/bin/python"),
+        }
+    }
+}
+
+pub fn olist_dir() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/olist");
+    d.join("olist_order_payments_dataset.csv.gz").exists().then_some(d)
+}
+
+pub struct Case {
+    pub name: String,
+    pub db_url: String,
+    pub prefix: String,
+    pub lake: tempfile::TempDir,
+    pub stack: Stack,
+    children: Vec<Child>,
+}
+
+impl Case {
+    /// A fresh database `t_<name>` and a unique topic prefix / connector name.
+    pub async fn new(name: &str) -> Case {
+        let stack = Stack::from_env();
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+        let db = format!("t_{name}");
+        let admin = funnel::olist::db::connect(&stack.pg_admin).await.expect("Postgres of the test stack (run `funnel stack up`)");
+        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap();
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db]).await.unwrap();
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\"")).await.unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.unwrap();
+        Case {
+            name: format!("{name}{stamp}"),
+            db_url: funnel::olist::db::with_database(&stack.pg_admin, &db).unwrap(),
+            prefix: format!("{name}{stamp}"),
+            lake: tempfile::tempdir().unwrap(),
+            stack,
+            children: vec![],
+        }
+    }
+
+    pub fn funnel(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_funnel"));
+        c.env("FUNNEL_BROKERS", &self.stack.brokers)
+            .env("FUNNEL_SCHEMA_REGISTRY_URL", &self.stack.registry)
+            .env("FUNNEL_SOURCE_PG_URL", &self.db_url)
+            .env("FUNNEL_LAKE_DIR", self.lake.path())
+            .env("FUNNEL_LOG", "warn,funnel=info");
+        c
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.funnel().args(args).output().expect("running funnel");
+        assert!(out.status.success(), "funnel {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cdc_args(&self) -> Vec<String> {
+        ["run", "cdc", "--http-port", "0", "--cdc-name", &self.name, "--cdc-topic-prefix", &self.prefix, "--cdc-publication", &self.name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    pub fn bronze_args(&self) -> Vec<String> {
+        ["run", "bronze", "--http-port", "0", "--bronze-topics", &format!(r"^{}\..+", self.prefix), "--flush-ms", "300"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Start a processor in the background; its output goes to `<lake>/<log>.log`.
+    pub fn spawn(&mut self, args: &[String], log: &str) -> usize {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(self.lake.path().join(format!("{log}.log"))).unwrap();
+        let child = self.funnel().args(args).stdout(Stdio::from(f.try_clone().unwrap())).stderr(Stdio::from(f)).spawn().expect("spawn funnel");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    pub fn kill9(&mut self, idx: usize) {
+        let c = &mut self.children[idx];
+        let _ = c.kill(); // SIGKILL
+        let _ = c.wait();
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.lake.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        funnel::olist::db::connect(&self.db_url).await.unwrap()
+    }
+
+    pub async fn cdc_phase(&self) -> Option<String> {
+        funnel::cdc::load_state(&self.stack.brokers, &self.stack.registry, &self.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|s| format!("{:?}", s.phase))
+    }
+
+    /// Wait until the connector finished its snapshot.
+    pub async fn wait_streaming(&self, timeout: Duration) {
+        wait_for(timeout, "CDC snapshot to complete", || async { self.cdc_phase().await.as_deref() == Some("Streaming") }).await;
+    }
+
+    /// Wait until the slot confirmed everything written before now (all earlier commits emitted).
+    pub async fn wait_cdc_caught_up(&self, timeout: Duration) {
+        let pg = self.pg().await;
+        let target: String = pg.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+        let slot_like = format!("funnel\\_{}\\_%", self.name);
+        wait_for(timeout, "CDC to catch up with the WAL", || async {
+            pg.query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE $1 AND confirmed_flush_lsn >= $2::text::pg_lsn",
+                &[&slot_like, &target],
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        })
+        .await;
+    }
+
+    /// Run the bronze writer until it has consumed everything (a fresh process each time).
+    pub fn drain_bronze(&self) {
+        let mut args = self.bronze_args();
+        args.push("--until-caught-up".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run_ok(&args);
+    }
+
+    /// The independent Python checker (confluent-kafka / delta-rs) for `tables`.
+    pub fn check(&self, what: &str, tables: &[&str]) -> Vec<Json> {
+        let out = Command::new(&self.stack.python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/funnel_check.py"))
+            .args([what, "--pg", &self.db_url, "--brokers", &self.stack.brokers, "--registry", &self.stack.registry, "--prefix", &self.prefix])
+            .arg("--lake")
+            .arg(self.lake.path())
+            .args(tables)
+            .output()
+            .expect("python checker (installed by `funnel stack up`)");
+        assert!(out.status.success(), "checker {what} failed ({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("checker JSON")).collect()
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Assert a checker result shows the table equal to the source, with no duplicates.
+pub fn assert_equal_to_source(r: &Json) {
+    let n = |k: &str| r.get(k).and_then(Json::as_i64).unwrap_or(-1);
+    assert_eq!((n("missing"), n("extra"), n("different")), (0, 0, 0), "differs from source: {r}");
+    assert_eq!(n("expected_rows"), n("actual_rows"), "{r}");
+    assert_eq!(n("duplicate_events"), 0, "a change event appears twice: {r}");
+    if r.get("duplicate_offsets").is_some() {
+        assert_eq!(n("duplicate_offsets"), 0, "duplicate (_kafka_partition, _kafka_offset): {r}");
+    }
+    if r.get("decode_errors").is_some() {
+        assert_eq!(n("decode_errors"), 0, "{r}");
+        assert_eq!(n("out_of_order"), 0, "events of a key out of commit order: {r}");
+    }
+}
