@@ -138,6 +138,11 @@ enum SeedWhat {
 
 #[derive(Subcommand)]
 enum CdcAction {
+    /// Show the connector's committed progress (phase, slot, snapshot cursor, last commit LSN).
+    Status {
+        #[arg(long, default_value = "olist")]
+        name: String,
+    },
     /// Drop the connector's slots and progress: the next run snapshots again.
     Reset {
         #[arg(long, default_value = "olist")]
@@ -245,6 +250,28 @@ async fn run(cli: Cli) -> Result<()> {
                 if let Err(e) = res? {
                     shutdown::request();
                     return Err(e);
+                }
+            }
+            Ok(())
+        }
+        Command::Cdc { action: CdcAction::Status { name } } => {
+            match funnel::cdc::load_state(&ep.brokers, &ep.registry_url, &name).await? {
+                None => println!("connector {name}: no committed progress (next start snapshots)"),
+                Some(s) => {
+                    let mut table = Table::new();
+                    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["connector", "phase", "slot", "tables done", "snapshot cursor", "last commit LSN"]);
+                    table.add_row(vec![
+                        s.name.clone(),
+                        format!("{:?}", s.phase).to_lowercase(),
+                        s.slot.clone(),
+                        format!("{}/{}", s.tables_done.len(), s.tables.len()),
+                        match (&s.current_table, &s.last_pk) {
+                            (Some(t), Some(pk)) => format!("{t} after {}", pk.join(",")),
+                            _ => "-".into(),
+                        },
+                        funnel::cdc::pgoutput::format_lsn(s.last_commit_lsn),
+                    ]);
+                    println!("{table}");
                 }
             }
             Ok(())

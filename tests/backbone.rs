@@ -163,10 +163,10 @@ async fn thousand_random_statements_reach_topics_and_bronze_in_commit_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_cdc_and_bronze_loses_and_duplicates_nothing() {
     let mut case = Case::new("kill9").await;
-    seed_synthetic(&case, 20);
+    seed_synthetic(&case, 40);
     let mut rng = Rng::new(0x5eed ^ std::process::id() as u64);
     let mut cdc = case.cdc_args();
-    cdc.extend(["--snapshot-chunk".into(), "300".into()]);
+    cdc.extend(["--snapshot-chunk".into(), "200".into()]);
     let bronze = case.bronze_args();
 
     // A writer keeps changing the source the whole time.
@@ -187,15 +187,25 @@ async fn kill_9_of_cdc_and_bronze_loses_and_duplicates_nothing() {
     let mut c = case.spawn(&cdc, "cdc");
     let mut b = case.spawn(&bronze, "bronze");
     let (mut snapshot_kills, mut stream_kills, mut bronze_kills) = (0, 0, 0);
-    // During the snapshot: kill CDC at random moments until it has been killed 5 times mid-snapshot.
+    // During the snapshot: each time the connector has committed progress beyond the last
+    // kill, kill it again at a random moment — five times mid-snapshot.
+    let mut last_cursor = None;
     while snapshot_kills < 5 {
-        tokio::time::sleep(Duration::from_millis(700 + rng.below(1500))).await;
-        let phase = case.cdc_phase().await;
-        assert_ne!(phase.as_deref(), Some("Streaming"), "snapshot finished after {snapshot_kills} kills; make it longer");
+        let t0 = Instant::now();
+        let cursor = loop {
+            let s = case.cdc_state().await;
+            match s {
+                Some(s) if format!("{:?}", s.phase) == "Streaming" => panic!("snapshot finished after {snapshot_kills} kills; make it longer"),
+                Some(s) if Some((s.tables_done.len(), s.last_pk.clone())) != last_cursor => break (s.tables_done.len(), s.last_pk.clone()),
+                _ => {}
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "no snapshot progress after a restart:\n{}", case.log("cdc"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
         case.kill9(c);
-        if phase.as_deref() == Some("Snapshot") {
-            snapshot_kills += 1;
-        }
+        snapshot_kills += 1;
+        last_cursor = Some(cursor);
         if rng.below(2) == 0 {
             case.kill9(b);
             bronze_kills += 1;

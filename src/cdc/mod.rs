@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use apache_avro::types::Value;
 use apache_avro::Schema;
 
 use crate::avro::serialization;
@@ -30,7 +29,7 @@ use crate::olist::db;
 use crate::registry::{subject, RegistryClient};
 use crate::runtime::{health, shutdown};
 use events::TableCodec;
-use state::{CdcState, Phase, STATE_TOPIC};
+use state::{CdcState, Phase};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CdcConfig {
@@ -72,19 +71,16 @@ pub struct Connector {
     state_schema: Schema,
     state_id: u32,
     state_key: Vec<u8>,
+    state_topic: String,
 }
 
 impl Connector {
     pub fn state_record(&self, state: &CdcState) -> Result<OutRecord> {
-        Ok(OutRecord { topic: STATE_TOPIC.into(), key: self.state_key.clone(), value: Some(serialization::encode(self.state_id, &self.state_schema, state.to_avro())?) })
+        Ok(OutRecord { topic: self.state_topic.clone(), key: self.state_key.clone(), value: Some(serialization::encode(self.state_id, &self.state_schema, state.to_avro())?) })
     }
     fn slot_name(&self, generation: i64) -> String {
         format!("funnel_{}_{generation}", self.cfg.name)
     }
-}
-
-fn encoded_key(id: u32, name: &str) -> Result<Vec<u8>> {
-    Ok(serialization::encode(id, &Schema::String, Value::String(name.to_string()))?)
 }
 
 pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig) -> Result<()> {
@@ -103,15 +99,14 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
         bail!("no tables in schemas {:?} of {} (seed it with `funnel seed olist`)", cfg.schemas, db::redact(pg_url));
     }
     let mut topics: Vec<TopicSpec> = tables.iter().map(|t| TopicSpec { name: t.topic(&cfg.topic_prefix), partitions: cfg.partitions, compact: false }).collect();
-    topics.push(TopicSpec { name: STATE_TOPIC.into(), partitions: 1, compact: true });
+    topics.push(TopicSpec { name: state::topic(&cfg.name), partitions: 1, compact: true });
     ensure_topics(brokers, &topics).await?;
 
     let mut codecs = HashMap::new();
     for t in tables {
         codecs.insert(t.qualified(), TableCodec::register(t, &cfg.topic_prefix, &registry).await?);
     }
-    let key_id = registry.register(&subject(STATE_TOPIC, true), "\"string\"").await?;
-    let state_id = registry.register(&subject(STATE_TOPIC, false), state::STATE_SCHEMA).await?;
+    let state_id = registry.register(&subject(&state::topic(&cfg.name), false), state::STATE_SCHEMA).await?;
     let producer = BatchProducer::new(brokers, &format!("funnel-cdc-{}", cfg.name), cfg.delivery).await?;
     tracing::info!(delivery = cfg.delivery.as_str(), tables = codecs.len(), "cdc connector starting");
     let conn = Connector {
@@ -120,11 +115,12 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
         producer,
         state_schema: state::schema()?,
         state_id,
-        state_key: encoded_key(key_id, &cfg.name)?,
+        state_key: state::key(&registry, &cfg.name).await?,
+        state_topic: state::topic(&cfg.name),
         cfg,
     };
 
-    let mut state = match state::load(brokers, &registry, &conn.state_key).await? {
+    let mut state = match state::load(brokers, &registry, &conn.cfg.name).await? {
         None => fresh_snapshot(&conn, pg_url, &client, &codecs, None).await?,
         Some(s) if s.phase == Phase::Snapshot => resume_snapshot(&conn, pg_url, &client, &codecs, s).await?,
         Some(s) => s,
@@ -133,9 +129,10 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
     let slot_exists = client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&state.slot]).await?.is_some();
     if !slot_exists {
         bail!(
-            "replication slot {} recorded in {STATE_TOPIC} no longer exists (dropped, or the database was reseeded); \
+            "replication slot {} recorded in {} no longer exists (dropped, or the database was reseeded); \
              run `funnel cdc reset` to re-snapshot",
-            state.slot
+            state.slot,
+            conn.state_topic
         );
     }
     tracing::info!(slot = state.slot, last_commit_lsn = %pgoutput::format_lsn(state.last_commit_lsn), "streaming");
@@ -281,17 +278,14 @@ pub async fn reset(pg_url: &str, brokers: &str, registry_url: &str, name: &str) 
         client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await?;
         println!("dropped slot {slot}");
     }
-    ensure_topics(brokers, &[TopicSpec { name: STATE_TOPIC.into(), partitions: 1, compact: true }]).await?;
-    let key_id = registry.register(&subject(STATE_TOPIC, true), "\"string\"").await?;
+    ensure_topics(brokers, &[TopicSpec { name: state::topic(name), partitions: 1, compact: true }]).await?;
     let producer = BatchProducer::new(brokers, &format!("funnel-cdc-{name}-reset"), Delivery::AtLeastOnce).await?;
-    producer.send(&[OutRecord { topic: STATE_TOPIC.into(), key: encoded_key(key_id, name)?, value: None }]).await?;
+    producer.send(&[OutRecord { topic: state::topic(name), key: state::key(&registry, name).await?, value: None }]).await?;
     println!("progress of connector {name} cleared; the next `funnel run cdc` snapshots again");
     Ok(())
 }
 
-/// The committed progress of connector `name` (for tests, `funnel summary` and operators).
+/// The committed progress of connector `name` (for tests, `funnel cdc status` and operators).
 pub async fn load_state(brokers: &str, registry_url: &str, name: &str) -> Result<Option<CdcState>> {
-    let registry = RegistryClient::new(registry_url);
-    let key_id = registry.register(&subject(STATE_TOPIC, true), "\"string\"").await?;
-    state::load(brokers, &registry, &encoded_key(key_id, name)?).await
+    state::load(brokers, &RegistryClient::new(registry_url), name).await
 }

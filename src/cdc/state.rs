@@ -16,8 +16,12 @@ use crate::avro::serialization;
 use crate::kafka::client_config;
 use crate::registry::RegistryClient;
 
-pub const STATE_TOPIC: &str = "_funnel.cdc.state";
-pub const STATE_SCHEMA: &str = include_str!("../../schemas/internal/_funnel.cdc.state-value.avsc");
+/// Each connector keeps its progress in its own single-partition topic, so reading it back
+/// never scans other connectors' history (brokers without compaction keep every record).
+pub fn topic(name: &str) -> String {
+    format!("_funnel.cdc.state.{name}")
+}
+pub const STATE_SCHEMA: &str = include_str!("../../schemas/internal/_funnel.cdc.state.olist-value.avsc");
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
@@ -107,15 +111,23 @@ pub fn schema() -> Result<Schema> {
     Ok(Schema::parse_str(STATE_SCHEMA)?)
 }
 
-/// The latest committed state under `key` (the connector's encoded name), if any.
-pub async fn load(brokers: &str, registry: &RegistryClient, key: &[u8]) -> Result<Option<CdcState>> {
+/// The record key of connector `name`: its name as an Avro string.
+pub async fn key(registry: &RegistryClient, name: &str) -> Result<Vec<u8>> {
+    let id = registry.register(&crate::registry::subject(&topic(name), true), "\"string\"").await?;
+    Ok(serialization::encode(id, &Schema::String, Value::String(name.to_string()))?)
+}
+
+/// The latest committed state of connector `name`, if any.
+pub async fn load(brokers: &str, registry: &RegistryClient, name: &str) -> Result<Option<CdcState>> {
+    let state_topic = topic(name);
+    let key = key(registry, name).await?;
+    let key = key.as_slice();
     let consumer: BaseConsumer = client_config(brokers)
         .set("group.id", "funnel-cdc-state-loader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
         .create()?;
-    let (low, high) = match consumer.fetch_watermarks(STATE_TOPIC, 0, Duration::from_secs(10)) {
+    let (low, high) = match consumer.fetch_watermarks(&state_topic, 0, Duration::from_secs(10)) {
         Ok(w) => w,
         Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => return Ok(None),
         Err(e) => return Err(e).context("reading state topic watermarks"),
@@ -123,29 +135,58 @@ pub async fn load(brokers: &str, registry: &RegistryClient, key: &[u8]) -> Resul
     if high <= low {
         return Ok(None);
     }
+    // The latest record is near the end: read backwards in growing windows instead of
+    // replaying the whole history (brokers without compaction keep every progress record).
+    let mut window = 64i64;
+    loop {
+        let start = (high - window).max(low);
+        if let Some(found) = latest_in(&consumer, registry, &state_topic, key, start, high).await? {
+            return Ok(found);
+        }
+        if start == low {
+            return Ok(None);
+        }
+        window *= 4;
+    }
+}
+
+/// The last record under `key` from offset `start` up to `high` (the end when the read
+/// began; a connector still writing must not keep the read going): Some(None) for a
+/// tombstone, None when the range has no record under `key`.
+async fn latest_in(consumer: &BaseConsumer, registry: &RegistryClient, state_topic: &str, key: &[u8], start: i64, high: i64) -> Result<Option<Option<CdcState>>> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(STATE_TOPIC, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(state_topic, 0, Offset::Offset(start))?;
     consumer.assign(&tpl)?;
     let mut latest = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                // Transaction markers are never delivered: the position passing `high` ends the read too.
+                let pos = consumer.position()?.find_partition(state_topic, 0).map(|p| p.offset());
+                if matches!(pos, Some(Offset::Offset(o)) if o >= high) {
+                    return Ok(latest);
+                }
+            }
             Some(Err(e)) => return Err(e).context("reading state topic"),
             Some(Ok(msg)) => {
-                if msg.key() != Some(key) {
-                    continue;
+                if msg.offset() >= high {
+                    return Ok(latest);
                 }
-                latest = match msg.payload() {
-                    None => None,
-                    Some(p) => {
-                        let (_, v) = serialization::decode(registry, p).await.context("decoding CDC state")?;
-                        Some(CdcState::from_avro(&v).context("CDC state record lacks fields")?)
-                    }
-                };
+                if msg.key() == Some(key) {
+                    latest = Some(match msg.payload() {
+                        None => None,
+                        Some(p) => {
+                            let (_, v) = serialization::decode(registry, p).await.context("decoding CDC state")?;
+                            Some(CdcState::from_avro(&v).context("CDC state record lacks fields")?)
+                        }
+                    });
+                }
+                if msg.offset() + 1 >= high {
+                    return Ok(latest);
+                }
             }
         }
     }
-    anyhow::bail!("timed out reading {STATE_TOPIC}")
+    anyhow::bail!("timed out reading {state_topic}")
 }

@@ -115,12 +115,12 @@ impl Case {
         funnel::olist::db::connect(&self.db_url).await.unwrap()
     }
 
+    pub async fn cdc_state(&self) -> Option<funnel::cdc::state::CdcState> {
+        funnel::cdc::load_state(&self.stack.brokers, &self.stack.registry, &self.name).await.ok().flatten()
+    }
+
     pub async fn cdc_phase(&self) -> Option<String> {
-        funnel::cdc::load_state(&self.stack.brokers, &self.stack.registry, &self.name)
-            .await
-            .ok()
-            .flatten()
-            .map(|s| format!("{:?}", s.phase))
+        self.cdc_state().await.map(|s| format!("{:?}", s.phase))
     }
 
     /// Wait until the connector finished its snapshot.
