@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bronze;
 pub mod cdc;
 pub mod config;
+pub mod demo;
 pub mod kafka;
 pub mod olist;
 pub mod registry;

@@ -96,8 +96,26 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ecommerce,marketing")]
         schemas: Vec<String>,
     },
-    /// Counts per topic and per bronze table.
-    Summary,
+    /// Source rows, change events per topic and rows per bronze table.
+    Summary {
+        #[arg(long, default_value = "olist")]
+        topic_prefix: String,
+    },
+    /// The whole topology end to end on the local stack: stack up, seed, topics, processors
+    /// (in the background), then a summary. Stop everything with `funnel stack down`.
+    Demo {
+        /// Olist CSV folder (default: ../shared/data/olist when present, else synthetic data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Use synthetic data even when the Olist files are present.
+        #[arg(long)]
+        synthetic: bool,
+        /// Thousands of synthetic orders.
+        #[arg(long, default_value_t = 10)]
+        synthetic_scale: u32,
+        #[arg(long, default_value = ".")]
+        topology_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +310,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Summary => funnel::summary::print(&ep).await,
+        Command::Summary { topic_prefix } => funnel::summary::print(&ep, &topic_prefix).await,
+        Command::Demo { data_dir, synthetic, synthetic_scale, topology_dir } => {
+            let dir = if synthetic { None } else { data_dir.or_else(|| Some(PathBuf::from("../shared/data/olist")).filter(|d| d.is_dir())) };
+            funnel::demo::run(&ep, &cli.dirs, &topology_dir, dir, synthetic_scale).await
+        }
     }
 }

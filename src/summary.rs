@@ -5,23 +5,55 @@ use std::time::Duration;
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Endpoints;
 use crate::kafka::client_config;
 
-/// Records on a topic = Σ (high − low) over its partitions (tombstones and any transaction
-/// markers included, so this is an upper bound on events).
-pub fn topic_records(brokers: &str, topic: &str) -> Result<i64> {
-    let c: BaseConsumer = client_config(brokers).create()?;
+/// Records on a topic, counted by reading it (read_committed): transaction markers and
+/// aborted records, which offsets alone would include, are not counted. Tombstones are
+/// returned separately.
+pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
+    let c: BaseConsumer = client_config(brokers).set("group.id", "funnel-summary").set("enable.auto.commit", "false").set("isolation.level", "read_committed").create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut n = 0;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = vec![];
     for t in md.topics() {
         for p in t.partitions() {
             let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            n += hi - lo;
+            if hi > lo {
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
+                ends.push((p.id(), hi));
+            }
         }
     }
-    Ok(n)
+    if ends.is_empty() {
+        return Ok((0, 0));
+    }
+    c.assign(&tpl)?;
+    let (mut records, mut tombstones) = (0u64, 0u64);
+    let mut idle = 0;
+    while idle < 10 {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                use rdkafka::Message;
+                if m.payload().is_none() {
+                    tombstones += 1;
+                } else {
+                    records += 1;
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => idle += 1,
+        }
+        let pos = c.position()?;
+        let done = ends.iter().all(|(p, hi)| matches!(pos.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hi));
+        if done {
+            break;
+        }
+    }
+    Ok((records, tombstones))
 }
 
 /// Rows in a Delta table (from the log's file statistics, no data read).
@@ -39,15 +71,23 @@ pub async fn delta_rows(path: &std::path::Path) -> Result<Option<i64>> {
     Ok(Some(rows))
 }
 
-pub async fn print(ep: &Endpoints) -> Result<()> {
+/// Source rows, topic records and bronze rows of every CDC table under `prefix`.
+pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
     let lake = ep.lake_root()?;
-    let mut topics: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?.into_iter().filter(|t| !t.starts_with("__")).collect();
+    let pg = crate::olist::db::connect(&ep.source_pg_url).await.ok();
+    let mut topics: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?.into_iter().filter(|t| t.starts_with(&format!("{prefix}."))).collect();
     topics.sort();
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["topic", "records (offsets)", "bronze rows"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["source table", "source rows", "topic", "change events", "tombstones", "bronze rows"]);
     for t in topics {
-        let bronze = delta_rows(&crate::bronze::table_path(&lake, &t)).await?.map(|n| n.to_string()).unwrap_or_default();
-        table.add_row(vec![t.clone(), topic_records(&ep.brokers, &t)?.to_string(), bronze]);
+        let source = t.trim_start_matches(&format!("{prefix}.")).to_string();
+        let rows = match &pg {
+            Some(pg) => pg.query_one(&format!("SELECT count(*) FROM {source}"), &[]).await.map(|r| r.get::<_, i64>(0).to_string()).unwrap_or("-".into()),
+            None => "-".into(),
+        };
+        let (records, tombstones) = count_records(&ep.brokers, &t)?;
+        let bronze = delta_rows(&crate::bronze::table_path(&lake, &t)).await?.map(|n| n.to_string()).unwrap_or("-".into());
+        table.add_row(vec![source, rows, t.clone(), records.to_string(), tombstones.to_string(), bronze]);
     }
     println!("{table}");
     Ok(())

@@ -69,3 +69,20 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<i32> {
     }
     Ok(t.partitions().len() as i32)
 }
+
+/// Delete topics (those that do not exist are ignored).
+pub async fn delete_topics(brokers: &str, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create().context("creating admin client")?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = admin.delete_topics(&refs, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await.context("delete_topics")?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => anyhow::bail!("deleting topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -60,6 +60,7 @@ pub async fn up(dirs: &StackDirs) -> Result<()> {
 }
 
 pub async fn down(dirs: &StackDirs) -> Result<()> {
+    stop_processors(dirs)?;
     // Stop in reverse order so the registry goes before the broker it writes to.
     for svc in all_services(dirs)?.into_iter().rev() {
         svc.stop()?;
@@ -96,4 +97,29 @@ pub fn env_lines(lake_dir: &std::path::Path) -> String {
          export FUNNEL_LAKE_DIR={}\n",
         lake_dir.display()
     )
+}
+
+fn processors_pid(dirs: &StackDirs) -> Result<PathBuf> {
+    Ok(dirs.state()?.join("processors.pid"))
+}
+
+/// Start the demo's processors detached (stopped by `funnel stack down`).
+pub fn start_processors(dirs: &StackDirs, cmd: std::process::Command) -> Result<u32> {
+    let state = dirs.state()?;
+    process::spawn_detached(cmd, &state.join("processors.log"), &processors_pid(dirs)?)
+}
+
+pub fn processors_running(dirs: &StackDirs) -> bool {
+    processors_pid(dirs).ok().and_then(|p| process::read_pid(&p)).is_some_and(process::pid_alive)
+}
+
+/// Stop the processors the demo started, if any.
+pub fn stop_processors(dirs: &StackDirs) -> Result<()> {
+    let pid_file = processors_pid(dirs)?;
+    if let Some(pid) = process::read_pid(&pid_file).filter(|p| process::pid_alive(*p)) {
+        process::terminate(pid);
+        println!("processors (pid {pid}) stopped");
+    }
+    let _ = std::fs::remove_file(pid_file);
+    Ok(())
 }

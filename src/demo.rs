@@ -1,0 +1,96 @@
+//! `funnel demo`: the whole topology on the local stack, end to end, saying what it did.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Endpoints, DEFAULT_HTTP_PORT};
+use crate::olist::{db, seed, tables::TABLES};
+use crate::stack::{self, StackDirs};
+
+pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir: Option<PathBuf>, synthetic_scale: u32) -> Result<()> {
+    let started = Instant::now();
+    println!("\n== 1/5 local stack");
+    stack::up(dirs).await?;
+    stack::stop_processors(dirs)?;
+
+    println!("\n== 2/5 seed the olist database ({})", match &data_dir {
+        Some(d) => format!("real Olist files from {}, missing tables generated", d.display()),
+        None => format!("synthetic, {synthetic_scale}k orders"),
+    });
+    let report = seed::seed(&ep.source_pg_url, &seed::SeedOptions { dir: data_dir, synthetic_scale }).await?;
+    let source_rows: u64 = report.tables.iter().map(|t| t.1).sum();
+    println!("loaded {source_rows} rows into {} tables", report.tables.len());
+
+    println!("\n== 3/5 topics and schemas from topology/");
+    // A fresh source means a fresh pipeline: drop the previous run's slot, topics and lake.
+    crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "olist").await?;
+    let stale: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?
+        .into_iter()
+        .filter(|t| t.starts_with("olist.") || t.starts_with("_funnel.cdc.state.olist") || t.starts_with("funnel.dlq."))
+        .collect();
+    crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
+    let lake = ep.lake_root()?;
+    let bronze = lake.join("bronze");
+    if bronze.exists() {
+        std::fs::remove_dir_all(&bronze).with_context(|| format!("clearing {}", bronze.display()))?;
+    }
+    let topology = crate::topology::Topology::load(topology_dir)?;
+    let registry = crate::registry::RegistryClient::new(&ep.registry_url);
+    let created = topology.create(&ep.brokers, &registry).await?;
+    println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
+
+    println!("\n== 4/5 processors cdc + bronze (background, logs in {})", dirs.state()?.join("processors.log").display());
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["run", "cdc", "bronze", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
+        .env("FUNNEL_BROKERS", &ep.brokers)
+        .env("FUNNEL_SCHEMA_REGISTRY_URL", &ep.registry_url)
+        .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
+        .env("FUNNEL_LAKE_DIR", &lake);
+    stack::start_processors(dirs, cmd)?;
+    wait_for_bronze(&lake, source_rows, dirs).await?;
+
+    println!("\n== 5/5 summary");
+    crate::summary::print(ep, "olist").await?;
+    println!(
+        "\ndone in {:.0?}. The processors keep running: change rows in Postgres and watch them arrive.\n\
+         \x20 psql {}\n\
+         \x20 funnel summary                                  # counts again\n\
+         \x20 curl -s http://127.0.0.1:{DEFAULT_HTTP_PORT}/metrics | grep funnel_   # processor metrics\n\
+         \x20 funnel cdc status                               # CDC progress\n\
+         \x20 lake: {}\n\
+         stop everything with:  funnel stack down",
+        started.elapsed(),
+        db::redact(&ep.source_pg_url),
+        lake.display()
+    );
+    Ok(())
+}
+
+/// Wait until every source row is in bronze, with a progress bar.
+async fn wait_for_bronze(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
+    let bar = ProgressBar::new(expected);
+    bar.set_style(ProgressStyle::with_template("snapshot → topics → bronze [{bar:30}] {pos}/{len} rows {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let mut rows = 0i64;
+        for t in TABLES {
+            rows += crate::summary::delta_rows(&crate::bronze::table_path(lake, &t.topic())).await.ok().flatten().unwrap_or(0);
+        }
+        bar.set_position(rows.max(0) as u64);
+        if rows as u64 >= expected {
+            bar.finish();
+            return Ok(());
+        }
+        if !stack::processors_running(dirs) {
+            bail!("the processors stopped; see {}", dirs.state()?.join("processors.log").display());
+        }
+        if Instant::now() > deadline {
+            bail!("bronze holds {rows} of {expected} rows after 30 minutes; see the processors' log");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
