@@ -96,6 +96,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ecommerce,marketing")]
         schemas: Vec<String>,
     },
+    /// Benchmarks: throughput as a ratio against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchWhich,
+    },
     /// Source rows, change events per topic and rows per bronze table.
     Summary {
         #[arg(long, default_value = "olist")]
@@ -151,6 +156,20 @@ enum SeedWhat {
         /// Without --dir: thousands of synthetic orders.
         #[arg(long, default_value_t = 10)]
         synthetic_scale: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhich {
+    /// CDC snapshot rows/s ÷ `COPY (SELECT …) TO STDOUT` rows/s on the same table.
+    CdcSnapshot {
+        #[arg(long, default_value = "ecommerce.order_payments")]
+        table: String,
+    },
+    /// Bronze writer records/s ÷ a no-op consumer's records/s on the same topics (run `funnel demo` first).
+    Bronze {
+        #[arg(long, default_value = r"^olist\..+")]
+        topics: String,
     },
 }
 
@@ -310,6 +329,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench { which } => match which {
+            BenchWhich::CdcSnapshot { table } => funnel::bench::cdc_snapshot::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &table).await,
+            BenchWhich::Bronze { topics } => funnel::bench::bronze::run(&ep.brokers, &ep.registry_url, &topics).await,
+        },
         Command::Summary { topic_prefix } => funnel::summary::print(&ep, &topic_prefix).await,
         Command::Demo { data_dir, synthetic, synthetic_scale, topology_dir } => {
             let dir = if synthetic { None } else { data_dir.or_else(|| Some(PathBuf::from("../shared/data/olist")).filter(|d| d.is_dir())) };

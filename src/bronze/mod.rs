@@ -75,9 +75,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     let mut tpl = TopicPartitionList::new();
     for topic in &topics {
         let n = admin::partition_count(brokers, topic)?;
-        let url = table_url(lake, topic)?;
-        let table = deltalake::DeltaTable::try_from_url(url).await?;
-        let committed = offsets::committed(&table, PROCESSOR, topic, n).await?;
+        let committed = offsets::committed(&table_url(lake, topic)?, PROCESSOR, topic, n).await?;
         for (p, off) in committed.iter().enumerate() {
             let start = match off {
                 Some(o) => Offset::Offset(o + 1),

@@ -10,12 +10,23 @@ pub fn app_id(processor: &str, topic: &str, partition: i32) -> String {
     format!("funnel-{processor}-{topic}-{partition}")
 }
 
-/// The last offset committed to `table` for each partition (None = nothing yet).
-pub async fn committed(table: &DeltaTable, processor: &str, topic: &str, partitions: i32) -> Result<Vec<Option<i64>>> {
-    let mut out = vec![];
-    if table.version().is_none() {
-        return Ok(vec![None; partitions as usize]);
+/// The table at `url` when it exists (a table without a Delta log is not an error: it is new).
+pub async fn open_existing(url: &url::Url) -> Result<Option<DeltaTable>> {
+    if let Ok(path) = url.to_file_path() {
+        if !path.join("_delta_log").is_dir() {
+            return Ok(None);
+        }
     }
+    let table = DeltaTable::try_from_url(url.clone()).await?;
+    Ok(table.version().is_some().then_some(table))
+}
+
+/// The last offset committed to the table at `url` for each partition (None = nothing yet).
+pub async fn committed(url: &url::Url, processor: &str, topic: &str, partitions: i32) -> Result<Vec<Option<i64>>> {
+    let mut out = vec![];
+    let Some(table) = open_existing(url).await? else {
+        return Ok(vec![None; partitions as usize]);
+    };
     let snapshot = table.snapshot()?;
     let log_store = table.log_store();
     for p in 0..partitions {

@@ -136,8 +136,11 @@ fn long(v: Option<&Value>) -> Option<i64> {
 impl TableWriter {
     /// Open the table at `url`, creating it with `columns` when it does not exist.
     pub async fn open(topic: &str, url: url::Url, columns: Vec<Column>, checkpoint_interval: u32) -> Result<Self> {
-        let mut table = DeltaTable::try_from_url(url.clone()).await.with_context(|| format!("opening Delta table {url}"))?;
         let schema = arrow_schema(&columns);
+        let mut table = match super::offsets::open_existing(&url).await? {
+            Some(t) => t,
+            None => deltalake::DeltaTableBuilder::from_url(url.clone())?.build()?,
+        };
         if table.version().is_none() {
             let struct_type = StructType::try_from_arrow(schema.as_ref()).context("Arrow schema → Delta schema")?;
             table = table

@@ -45,6 +45,12 @@ pub struct CdcConfig {
     /// Publication to create (if missing) and read.
     #[arg(long = "cdc-publication", default_value = "funnel_olist")]
     pub publication: String,
+    /// Capture only these tables (schema.table); default: every table of --cdc-schemas.
+    #[arg(long = "cdc-tables", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Stop once the snapshot is complete (one-shot loads, benchmarks).
+    #[arg(long = "snapshot-only", default_value_t = false)]
+    pub snapshot_only: bool,
     /// Partitions of topics CDC creates when they do not exist yet.
     #[arg(long = "cdc-partitions", default_value_t = 3)]
     pub partitions: i32,
@@ -94,7 +100,10 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
     }
     ensure_publication(&client, &cfg).await?;
 
-    let tables = catalog::tables_in(&client, &cfg.schemas).await?;
+    let mut tables = catalog::tables_in(&client, &cfg.schemas).await?;
+    if !cfg.tables.is_empty() {
+        tables.retain(|t| cfg.tables.contains(&t.qualified()));
+    }
     if tables.is_empty() {
         bail!("no tables in schemas {:?} of {} (seed it with `funnel seed olist`)", cfg.schemas, db::redact(pg_url));
     }
@@ -125,6 +134,10 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
         Some(s) if s.phase == Phase::Snapshot => resume_snapshot(&conn, pg_url, &client, &codecs, s).await?,
         Some(s) => s,
     };
+    if conn.cfg.snapshot_only {
+        tracing::info!("snapshot complete; stopping (--snapshot-only)");
+        return Ok(());
+    }
     drop_other_slots(&client, &conn, &state.slot).await?;
     let slot_exists = client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&state.slot]).await?.is_some();
     if !slot_exists {
@@ -156,9 +169,13 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
 async fn ensure_publication(client: &tokio_postgres::Client, cfg: &CdcConfig) -> Result<()> {
     let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&cfg.publication]).await?.is_some();
     if !exists {
-        let schemas = cfg.schemas.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+        let scope = if cfg.tables.is_empty() {
+            format!("TABLES IN SCHEMA {}", cfg.schemas.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "))
+        } else {
+            format!("TABLE {}", cfg.tables.join(", "))
+        };
         client
-            .batch_execute(&format!("CREATE PUBLICATION \"{}\" FOR TABLES IN SCHEMA {schemas}", cfg.publication))
+            .batch_execute(&format!("CREATE PUBLICATION \"{}\" FOR {scope}", cfg.publication))
             .await
             .with_context(|| format!("creating publication {}", cfg.publication))?;
         tracing::info!(publication = cfg.publication, "publication created");

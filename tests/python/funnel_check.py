@@ -12,6 +12,7 @@ import argparse
 import datetime
 import decimal
 import json
+import os
 import sys
 
 import psycopg
@@ -190,4 +191,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.stdout.flush()
+    # Skip interpreter teardown: delta-rs' native threads can abort the process at exit
+    # ("terminate called without an active exception") after all results were printed.
+    os._exit(0)
