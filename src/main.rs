@@ -71,9 +71,16 @@ enum Command {
     },
     /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
     Run {
-        /// Processors: cdc, bronze.
-        #[arg(required = true, value_parser = ["cdc", "bronze"])]
+        /// Processors: cdc, bronze, passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
+        #[arg(required = true, value_parser = ["cdc", "bronze", "passthrough"])]
         processors: Vec<String>,
+        #[arg(long, requires = "passthrough_to")]
+        passthrough_from: Option<String>,
+        #[arg(long)]
+        passthrough_to: Option<String>,
+        /// Delivery of topic→topic processors (passthrough).
+        #[arg(long = "loop-delivery", value_enum, default_value = "exactly-once")]
+        loop_delivery: funnel::kafka::batch_producer::Delivery,
         /// Port for /metrics and /health (0 = off).
         #[arg(long, env = "FUNNEL_HTTP_PORT", default_value_t = funnel::config::DEFAULT_HTTP_PORT)]
         http_port: u16,
@@ -261,7 +268,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, cdc, bronze } => {
+        Command::Run { processors, http_port, cdc, bronze, passthrough_from, passthrough_to, loop_delivery } => {
             shutdown::install();
             http::spawn(http_port).await?;
             let mut tasks = tokio::task::JoinSet::new();
@@ -278,6 +285,20 @@ async fn run(cli: Cli) -> Result<()> {
                             let lake = ep.lake_root()?;
                             funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg).await.map(|_| ()).context("bronze")
                         });
+                    }
+                    "passthrough" => {
+                        let (Some(from), Some(to)) = (passthrough_from.clone(), passthrough_to.clone()) else {
+                            anyhow::bail!("passthrough needs --passthrough-from TOPIC --passthrough-to TOPIC");
+                        };
+                        let cfg = funnel::runtime::processor::LoopConfig {
+                            processor: format!("passthrough-{to}"),
+                            brokers: ep.brokers.clone(),
+                            inputs: vec![from],
+                            delivery: loop_delivery,
+                            batch_max: 5000,
+                            batch_ms: 200,
+                        };
+                        tasks.spawn(async move { funnel::runtime::processor::run(cfg, funnel::runtime::processor::Passthrough { to }).await.context("passthrough") });
                     }
                     other => anyhow::bail!("unknown processor {other}"),
                 }

@@ -149,6 +149,9 @@ async fn thousand_random_statements_reach_topics_and_bronze_in_commit_order() {
     wait_for(Duration::from_secs(60), "bronze to hold every change", || async { bronze_rows(&case).await == before + statements as i64 }).await;
     let bronze_delay = done.elapsed();
     println!("after the last of {statements} statements: in topics within {topic_delay:?}, in bronze within {bronze_delay:?}");
+    if std::env::var("TEST_FUNNEL_LOG").is_ok() {
+        println!("{}", case.log("bronze"));
+    }
     // Check the lake at rest (delta-rs' Python reader has crashed reading a table mid-commit).
     case.kill9(b);
 

@@ -86,6 +86,8 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
         tracing::info!(topic, ?committed, "resuming bronze table");
     }
     consumer.assign(&tpl).context("assigning partitions")?;
+    let progress: Progress = Default::default();
+    spawn_lag_reporter(brokers, progress.clone())?;
     health::report(PROCESSOR, "running", format!("{} topics", topics.len()));
 
     let target = cfg.target_file_mb * 1024 * 1024;
@@ -147,30 +149,40 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
         }
         let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || writers.values().any(|w| w.rows >= cfg.flush_rows);
         if due {
-            total += flush_all(&mut writers, target).await?;
+            total += flush_all(&mut writers, target, &progress).await?;
             oldest = None;
-            report_lag(&consumer);
         }
         if cfg.until_caught_up && idle_polls >= 5 && oldest.is_none() && caught_up(&consumer) {
             break;
         }
     }
-    total += flush_all(&mut writers, target).await?;
+    total += flush_all(&mut writers, target, &progress).await?;
     tracing::info!(rows = total, "bronze stopped cleanly");
     Ok(total)
 }
 
-async fn flush_all(writers: &mut HashMap<String, TableWriter>, target: u64) -> Result<u64> {
-    let mut n = 0;
-    for w in writers.values_mut() {
+/// Commit every table with pending offsets, the tables concurrently (each is its own Delta log).
+async fn flush_all(writers: &mut HashMap<String, TableWriter>, target: u64, progress: &Progress) -> Result<u64> {
+    if let Ok(mut p) = progress.lock() {
+        for w in writers.values() {
+            for (partition, offset) in &w.pending {
+                p.insert((w.topic.clone(), *partition), offset + 1);
+            }
+        }
+    }
+    let flushes = writers.values_mut().filter(|w| !w.pending.is_empty()).map(|w| async move {
         let t0 = Instant::now();
         let rows = w.flush(PROCESSOR, target).await?;
         if rows > 0 {
             metrics().records_out.with_label_values(&[PROCESSOR, &w.topic]).inc_by(rows as u64);
             metrics().batch_seconds.with_label_values(&[PROCESSOR]).observe(t0.elapsed().as_secs_f64());
-            tracing::debug!(topic = w.topic, rows, "committed to bronze");
+            tracing::debug!(topic = w.topic, rows, ms = t0.elapsed().as_millis() as u64, "committed to bronze");
         }
-        n += rows as u64;
+        anyhow::Ok(rows as u64)
+    });
+    let mut n = 0;
+    for r in futures::future::join_all(flushes).await {
+        n += r?;
     }
     Ok(n)
 }
@@ -190,7 +202,7 @@ fn table_url(lake: &Path, topic: &str) -> Result<url::Url> {
     url::Url::from_directory_path(&path).map_err(|_| anyhow::anyhow!("lake path {} is not absolute", path.display()))
 }
 
-/// Records behind the high watermark, per topic.
+/// Records behind the high watermark per topic, from the consumer's position (asks the broker).
 fn lag(consumer: &StreamConsumer) -> HashMap<String, i64> {
     let mut out = HashMap::new();
     let Ok(pos) = consumer.position() else { return out };
@@ -205,12 +217,35 @@ fn lag(consumer: &StreamConsumer) -> HashMap<String, i64> {
     out
 }
 
-fn report_lag(consumer: &StreamConsumer) {
-    for (topic, l) in lag(consumer) {
-        metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
-    }
-}
-
 fn caught_up(consumer: &StreamConsumer) -> bool {
     lag(consumer).values().all(|l| *l == 0)
+}
+
+/// Committed progress per (topic, partition): the next offset to consume.
+type Progress = std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
+
+/// Every 10 s, in the background (watermark queries are broker round trips that must not stall
+/// the writer): lag = high watermark − committed progress, per topic.
+fn spawn_lag_reporter(brokers: &str, progress: Progress) -> Result<()> {
+    let client: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(brokers).create()?;
+    tokio::task::spawn_blocking(move || loop {
+        std::thread::sleep(Duration::from_secs(10));
+        let snapshot: Vec<((String, i32), i64)> = match progress.lock() {
+            Ok(p) => p.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return,
+        };
+        let mut per_topic: HashMap<String, i64> = HashMap::new();
+        for ((topic, partition), next) in snapshot {
+            if let Ok((_, high)) = client.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                *per_topic.entry(topic).or_insert(0) += (high - next).max(0);
+            }
+        }
+        for (topic, l) in per_topic {
+            metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
+        }
+        if shutdown::requested() {
+            return;
+        }
+    });
+    Ok(())
 }

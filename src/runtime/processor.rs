@@ -1,0 +1,164 @@
+//! The consume-transform-produce loop for topic→topic processors.
+//!
+//! Records are consumed in batches through a consumer group (scale-out = more instances of the
+//! same group). Exactly-once: a batch's outputs, its dead letters and the consumed offsets
+//! commit in one Kafka transaction (`send_offsets_to_transaction`); nothing is polled while a
+//! transaction is open, so a rebalance never splits one. At-least-once: outputs are
+//! acknowledged, then offsets committed; every output carries an idempotency key header
+//! (`funnel.idempotency-key` = source topic/partition/offset/index) for consumers to dedupe.
+//! A failed batch aborts and the process exits with the error: a restart resumes from the last
+//! committed offsets, so nothing is lost or doubled.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{health, metrics::metrics, shutdown};
+use crate::kafka::batch_producer::{Delivery, OutRecord};
+use crate::kafka::dead_letters;
+use crate::kafka::{consumer_config, producer_config};
+
+pub const IDEMPOTENCY_HEADER: &str = "funnel.idempotency-key";
+
+/// One consumed record.
+pub struct InRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A processor's logic. `Err(reason)` sends the record to the processor's dead-letter topic.
+pub trait Transform: Send {
+    fn process(&mut self, rec: &InRecord<'_>) -> impl std::future::Future<Output = Result<Vec<OutRecord>, String>> + Send;
+}
+
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    pub processor: String,
+    pub brokers: String,
+    pub inputs: Vec<String>,
+    pub delivery: Delivery,
+    pub batch_max: usize,
+    pub batch_ms: u64,
+}
+
+pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> {
+    let p = cfg.processor.as_str();
+    health::report(p, "starting", "");
+    let consumer: StreamConsumer = consumer_config(&cfg.brokers, &format!("funnel-{p}")).create()?;
+    let refs: Vec<&str> = cfg.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).with_context(|| format!("subscribing to {:?}", cfg.inputs))?;
+    let transactional = cfg.delivery == Delivery::ExactlyOnce;
+    let tid = format!("funnel-{p}");
+    let producer: FutureProducer = producer_config(&cfg.brokers, transactional.then_some(tid.as_str())).create()?;
+    if transactional {
+        let pr = producer.clone();
+        tokio::task::spawn_blocking(move || pr.init_transactions(Duration::from_secs(60))).await?.context("init_transactions")?;
+    }
+    let dlq = dead_letters::topic_for(p);
+    health::report(p, "running", cfg.inputs.join(","));
+    tracing::info!(processor = p, inputs = ?cfg.inputs, delivery = cfg.delivery.as_str(), "processor running");
+
+    while !shutdown::requested() {
+        // Collect a batch (no transaction is open while polling).
+        let mut batch = vec![];
+        let started = Instant::now();
+        while batch.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
+            let left = Duration::from_millis(cfg.batch_ms).saturating_sub(started.elapsed());
+            match tokio::time::timeout(left.max(Duration::from_millis(1)), consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    metrics().errors.with_label_values(&[p, "consume"]).inc();
+                    tracing::warn!(processor = p, error = %e, "consume error");
+                }
+                Ok(Ok(m)) => batch.push(m.detach()),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        if transactional {
+            producer.begin_transaction().context("begin_transaction")?;
+        }
+        let mut pending = vec![];
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for m in &batch {
+            metrics().records_in.with_label_values(&[p, m.topic()]).inc();
+            let rec = InRecord { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload(), timestamp_ms: m.timestamp().to_millis() };
+            match transform.process(&rec).await {
+                Ok(outs) => {
+                    for (i, out) in outs.iter().enumerate() {
+                        let id = format!("{}/{}/{}/{i}", m.topic(), m.partition(), m.offset());
+                        let headers = OwnedHeaders::new().insert(Header { key: IDEMPOTENCY_HEADER, value: Some(id.as_bytes()) });
+                        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice()).headers(headers);
+                        if let Some(v) = &out.value {
+                            r = r.payload(v);
+                        }
+                        pending.push(producer.send_result(r).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
+                        metrics().records_out.with_label_values(&[p, &out.topic]).inc();
+                    }
+                }
+                Err(reason) => {
+                    metrics().dead_letters.with_label_values(&[p, m.topic()]).inc();
+                    tracing::warn!(processor = p, topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "record sent to dead-letter topic");
+                    let part = m.partition().to_string();
+                    let off = m.offset().to_string();
+                    let headers = OwnedHeaders::new()
+                        .insert(Header { key: dead_letters::HEADER_REASON, value: Some(reason.as_bytes()) })
+                        .insert(Header { key: dead_letters::HEADER_TOPIC, value: Some(m.topic().as_bytes()) })
+                        .insert(Header { key: dead_letters::HEADER_PARTITION, value: Some(part.as_bytes()) })
+                        .insert(Header { key: dead_letters::HEADER_OFFSET, value: Some(off.as_bytes()) })
+                        .insert(Header { key: dead_letters::HEADER_PROCESSOR, value: Some(p.as_bytes()) });
+                    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers);
+                    if let Some(k) = m.key() {
+                        r = r.key(k);
+                    }
+                    if let Some(v) = m.payload() {
+                        r = r.payload(v);
+                    }
+                    pending.push(producer.send_result(r).map_err(|(e, _)| e).context("producing dead letter")?);
+                }
+            }
+            let e = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        for f in pending {
+            f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((t, part), o) in &next {
+            offsets.add_partition_offset(t, *part, Offset::Offset(*o))?;
+        }
+        if transactional {
+            let meta = consumer.group_metadata().context("consumer group metadata")?;
+            producer.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)).context("send_offsets_to_transaction")?;
+            let pr = producer.clone();
+            tokio::task::spawn_blocking(move || pr.commit_transaction(Duration::from_secs(60))).await?.context("commit_transaction")?;
+        } else {
+            consumer.commit(&offsets, CommitMode::Sync).context("committing offsets")?;
+        }
+        metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
+    }
+    tracing::info!(processor = p, "processor stopped cleanly");
+    Ok(())
+}
+
+/// Copies records unchanged: the baseline for benchmarks and a smoke test of the loop.
+pub struct Passthrough {
+    pub to: String,
+}
+
+impl Transform for Passthrough {
+    async fn process(&mut self, rec: &InRecord<'_>) -> Result<Vec<OutRecord>, String> {
+        Ok(vec![OutRecord { topic: self.to.clone(), key: rec.key.unwrap_or_default().to_vec(), value: rec.value.map(<[u8]>::to_vec) }])
+    }
+}
