@@ -23,7 +23,7 @@ pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
             let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
             if hi > lo {
                 tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-                ends.push((p.id(), hi));
+                ends.push((topic.to_string(), p.id(), hi));
             }
         }
     }
@@ -47,9 +47,7 @@ pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
             Some(Err(e)) => return Err(e.into()),
             None => idle += 1,
         }
-        let pos = c.position()?;
-        let done = ends.iter().all(|(p, hi)| matches!(pos.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hi));
-        if done {
+        if crate::kafka::reached(&c, &ends) {
             break;
         }
     }

@@ -103,6 +103,27 @@ impl ColumnBuilder {
         true
     }
 
+    /// Whether `append` would take `v` (checked before a record touches any builder).
+    pub fn accepts(&self, v: &Value) -> bool {
+        let v = match v {
+            Value::Union(_, inner) => inner.as_ref(),
+            other => other,
+        };
+        matches!(
+            (self, v),
+            (_, Value::Null)
+                | (Self::Utf8(_), Value::String(_))
+                | (Self::I32(_), Value::Int(_))
+                | (Self::I64(_), Value::Long(_) | Value::Int(_))
+                | (Self::F32(_), Value::Float(_))
+                | (Self::F64(_), Value::Double(_) | Value::Float(_))
+                | (Self::Bool(_), Value::Boolean(_))
+                | (Self::Date(_), Value::Date(_))
+                | (Self::Ts(_), Value::TimestampMicros(_) | Value::TimestampMillis(_))
+                | (Self::Dec(..), Value::Bytes(_))
+        ) || matches!((self, v), (Self::Dec(..), Value::Decimal(d)) if Vec::<u8>::try_from(d).is_ok())
+    }
+
     pub fn append_null(&mut self) {
         self.append(&Value::Null);
     }

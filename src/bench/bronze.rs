@@ -38,8 +38,7 @@ pub async fn run(brokers: &str, registry_url: &str, pattern: &str) -> Result<()>
             Some(Ok(_)) => n += 1,
             Some(Err(e)) => return Err(e.into()),
             None => {
-                let pos = consumer.position()?;
-                if ends.iter().all(|(t, p, hi)| matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hi)) {
+                if crate::kafka::reached(&consumer, &ends) {
                     break;
                 }
             }

@@ -87,7 +87,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     }
     consumer.assign(&tpl).context("assigning partitions")?;
     let progress: Progress = Default::default();
-    spawn_lag_reporter(brokers, progress.clone())?;
+    spawn_lag_reporter(brokers, &progress)?;
     health::report(PROCESSOR, "running", format!("{} topics", topics.len()));
 
     let target = cfg.target_file_mb * 1024 * 1024;
@@ -224,16 +224,20 @@ fn caught_up(consumer: &StreamConsumer) -> bool {
 /// Committed progress per (topic, partition): the next offset to consume.
 type Progress = std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
 
-/// Every 10 s, in the background (watermark queries are broker round trips that must not stall
-/// the writer): lag = high watermark − committed progress, per topic.
-fn spawn_lag_reporter(brokers: &str, progress: Progress) -> Result<()> {
+/// Every 10 s, on its own thread (watermark queries are broker round trips that must not stall
+/// the writer): lag = high watermark − committed progress, per topic. The thread ends when the
+/// writer drops its progress map.
+fn spawn_lag_reporter(brokers: &str, progress: &Progress) -> Result<()> {
     let client: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(brokers).create()?;
-    tokio::task::spawn_blocking(move || loop {
+    let progress = std::sync::Arc::downgrade(progress);
+    std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(10));
+        let Some(progress) = progress.upgrade() else { return };
         let snapshot: Vec<((String, i32), i64)> = match progress.lock() {
             Ok(p) => p.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             Err(_) => return,
         };
+        drop(progress);
         let mut per_topic: HashMap<String, i64> = HashMap::new();
         for ((topic, partition), next) in snapshot {
             if let Ok((_, high)) = client.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
@@ -242,9 +246,6 @@ fn spawn_lag_reporter(brokers: &str, progress: Progress) -> Result<()> {
         }
         for (topic, l) in per_topic {
             metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
-        }
-        if shutdown::requested() {
-            return;
         }
     });
     Ok(())

@@ -172,11 +172,8 @@ impl TableWriter {
         let Some(Value::Record(source)) = field(env, "source") else { return Err(RowError::NotEnvelope) };
         // Check every column first so that a bad record leaves the builders untouched.
         let values: Vec<&Value> = self.columns.iter().map(|c| field(image, &c.name).unwrap_or(&Value::Null)).collect();
-        for (i, v) in values.iter().enumerate() {
-            let mut probe = ColumnBuilder::new(&self.columns[i].ty);
-            if !probe.append(v) {
-                return Err(RowError::Column(self.columns[i].name.clone()));
-            }
+        if let Some(i) = self.cols.iter().zip(&values).position(|(b, v)| !b.accepts(v)) {
+            return Err(RowError::Column(self.columns[i].name.clone()));
         }
         for (b, v) in self.cols.iter_mut().zip(values) {
             b.append(v);

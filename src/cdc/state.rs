@@ -163,8 +163,7 @@ async fn latest_in(consumer: &BaseConsumer, registry: &RegistryClient, state_top
         match consumer.poll(Duration::from_millis(200)) {
             None => {
                 // Transaction markers are never delivered: the position passing `high` ends the read too.
-                let pos = consumer.position()?.find_partition(state_topic, 0).map(|p| p.offset());
-                if matches!(pos, Some(Offset::Offset(o)) if o >= high) {
+                if crate::kafka::reached(consumer, &[(state_topic.to_string(), 0, high)]) {
                     return Ok(latest);
                 }
             }

@@ -28,27 +28,38 @@ pub struct DeadLetter<'a> {
     pub reason: String,
 }
 
+impl DeadLetter<'_> {
+    /// Reason and origin as headers.
+    pub fn headers(&self) -> OwnedHeaders {
+        let partition = self.partition.to_string();
+        let offset = self.offset.to_string();
+        OwnedHeaders::new()
+            .insert(Header { key: HEADER_REASON, value: Some(self.reason.as_bytes()) })
+            .insert(Header { key: HEADER_TOPIC, value: Some(self.topic.as_bytes()) })
+            .insert(Header { key: HEADER_PARTITION, value: Some(partition.as_bytes()) })
+            .insert(Header { key: HEADER_OFFSET, value: Some(offset.as_bytes()) })
+            .insert(Header { key: HEADER_PROCESSOR, value: Some(self.processor.as_bytes()) })
+    }
+
+    /// The dead-letter record for `dlq`: original key and value bytes, headers.
+    pub fn record<'b>(&'b self, dlq: &'b str) -> FutureRecord<'b, [u8], [u8]> {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(self.headers());
+        if let Some(k) = self.key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = self.payload {
+            rec = rec.payload(p);
+        }
+        rec
+    }
+}
+
 /// Send one dead letter and wait for the broker's acknowledgement: the caller moves its
 /// offset past the record only after this returns Ok.
 pub async fn send(producer: &FutureProducer, dl: DeadLetter<'_>) -> Result<()> {
     let dlq = topic_for(dl.processor);
-    let partition = dl.partition.to_string();
-    let offset = dl.offset.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: HEADER_REASON, value: Some(dl.reason.as_bytes()) })
-        .insert(Header { key: HEADER_TOPIC, value: Some(dl.topic.as_bytes()) })
-        .insert(Header { key: HEADER_PARTITION, value: Some(partition.as_bytes()) })
-        .insert(Header { key: HEADER_OFFSET, value: Some(offset.as_bytes()) })
-        .insert(Header { key: HEADER_PROCESSOR, value: Some(dl.processor.as_bytes()) });
-    let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers);
-    if let Some(k) = dl.key {
-        rec = rec.key(k);
-    }
-    if let Some(p) = dl.payload {
-        rec = rec.payload(p);
-    }
     producer
-        .send(rec, Duration::from_secs(30))
+        .send(dl.record(&dlq), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("sending dead letter to {dlq}"))?;

@@ -45,3 +45,11 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", "100");
     c
 }
+
+/// Whether the consumer's position reached `high` on every (topic, partition, high) —
+/// the end of a bounded read (transaction markers are never delivered, so counting
+/// messages alone cannot tell).
+pub fn reached<C: rdkafka::consumer::Consumer>(consumer: &C, ends: &[(String, i32, i64)]) -> bool {
+    let Ok(pos) = consumer.position() else { return false };
+    ends.iter().all(|(t, p, hi)| matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hi))
+}

@@ -109,23 +109,9 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                 }
                 Err(reason) => {
                     metrics().dead_letters.with_label_values(&[p, m.topic()]).inc();
-                    tracing::warn!(processor = p, topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "record sent to dead-letter topic");
-                    let part = m.partition().to_string();
-                    let off = m.offset().to_string();
-                    let headers = OwnedHeaders::new()
-                        .insert(Header { key: dead_letters::HEADER_REASON, value: Some(reason.as_bytes()) })
-                        .insert(Header { key: dead_letters::HEADER_TOPIC, value: Some(m.topic().as_bytes()) })
-                        .insert(Header { key: dead_letters::HEADER_PARTITION, value: Some(part.as_bytes()) })
-                        .insert(Header { key: dead_letters::HEADER_OFFSET, value: Some(off.as_bytes()) })
-                        .insert(Header { key: dead_letters::HEADER_PROCESSOR, value: Some(p.as_bytes()) });
-                    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq).headers(headers);
-                    if let Some(k) = m.key() {
-                        r = r.key(k);
-                    }
-                    if let Some(v) = m.payload() {
-                        r = r.payload(v);
-                    }
-                    pending.push(producer.send_result(r).map_err(|(e, _)| e).context("producing dead letter")?);
+                    tracing::warn!(processor = p, topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %reason, "record sent to dead-letter topic");
+                    let dl = dead_letters::DeadLetter { processor: p, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason };
+                    pending.push(producer.send_result(dl.record(&dlq)).map_err(|(e, _)| e).context("producing dead letter")?);
                 }
             }
             let e = next.entry((m.topic().to_string(), m.partition())).or_insert(0);

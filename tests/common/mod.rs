@@ -73,10 +73,35 @@ impl Case {
         c
     }
 
+    /// Run a funnel command to completion (10 minutes at most: a hang fails the test, not CI).
     pub fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.funnel().args(args).output().expect("running funnel");
-        assert!(out.status.success(), "funnel {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let dir = self.lake.path();
+        let (out_path, err_path) = (dir.join("run_ok.out"), dir.join("run_ok.err"));
+        let mut child = self
+            .funnel()
+            .args(args)
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .expect("running funnel");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (out, err) = (std::fs::read_to_string(&out_path).unwrap_or_default(), std::fs::read_to_string(&err_path).unwrap_or_default());
+        match status {
+            Some(s) if s.success() => out,
+            Some(s) => panic!("funnel {args:?} failed ({s}):\n{out}\n{err}"),
+            None => panic!("funnel {args:?} did not finish within 10 minutes:\n{out}\n{err}"),
+        }
     }
 
     pub fn cdc_args(&self) -> Vec<String> {

@@ -14,6 +14,7 @@ import decimal
 import json
 import os
 import sys
+import time
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
@@ -105,7 +106,10 @@ def check_topic(args, qualified):
     last_pos = {}
     records = tombstones = decode_errors = duplicates = out_of_order = 0
     done = set(p for p in parts if p not in ends)
+    deadline = time.time() + 600
     while len(done) < len(parts):
+        if time.time() > deadline:
+            raise RuntimeError(f"{topic}: end of partitions not reached within 600 s")
         msg = consumer.poll(1.0)
         if msg is None:
             continue
