@@ -277,7 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
                 match p.as_str() {
                     "cdc" => {
                         let cfg = cdc.clone();
-                        tasks.spawn(async move { funnel::cdc::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, cfg).await.context("cdc") });
+                        tasks.spawn(async move { funnel::cdc::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, cfg).await.map(|_| ()).context("cdc") });
                     }
                     "bronze" => {
                         let cfg = bronze.clone();

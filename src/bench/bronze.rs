@@ -23,11 +23,16 @@ pub async fn run(brokers: &str, registry_url: &str, pattern: &str) -> Result<()>
     let consumer: BaseConsumer = consumer_config(brokers, "funnel-bench-noop").create()?;
     let mut tpl = TopicPartitionList::new();
     let mut ends = vec![];
+    let mut parts = vec![];
     for t in &topics {
         for p in 0..admin::partition_count(brokers, t)? {
-            let (lo, hi) = consumer.fetch_watermarks(t, p, Duration::from_secs(10))?;
-            tpl.add_partition_offset(t, p, Offset::Offset(lo))?;
-            ends.push((t.clone(), p, hi));
+            parts.push((t.clone(), p));
+        }
+    }
+    for (t, p, lo, hi) in crate::kafka::watermarks(&consumer, &parts)? {
+        if hi > lo {
+            tpl.add_partition_offset(&t, p, Offset::Offset(lo))?;
+            ends.push((t, p, hi));
         }
     }
     consumer.assign(&tpl)?;

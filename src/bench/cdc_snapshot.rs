@@ -45,12 +45,14 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, table: &str) -
         delivery: Delivery::ExactlyOnce,
     };
     let t0 = Instant::now();
-    cdc::run(pg_url, brokers, registry_url, cfg.clone()).await?;
-    let snap = Measurement { name: "funnel CDC snapshot".into(), records: rows as u64, seconds: t0.elapsed().as_secs_f64() };
+    let stats = cdc::run(pg_url, brokers, registry_url, cfg.clone()).await?;
+    let whole = Measurement { name: "funnel CDC, start to snapshot done".into(), records: rows as u64, seconds: t0.elapsed().as_secs_f64() };
+    let snap = Measurement { name: "funnel CDC snapshot phase".into(), records: rows as u64, seconds: stats.snapshot_seconds.unwrap_or(whole.seconds) };
     cdc::reset(pg_url, brokers, registry_url, &cfg.name).await?;
     client.batch_execute(&format!("DROP PUBLICATION IF EXISTS \"{}\"", cfg.publication)).await?;
     let topics = vec![meta.topic(&cfg.topic_prefix), cdc::state::topic(&cfg.name)];
     crate::kafka::admin::delete_topics(brokers, &topics).await?;
-    report(&format!("CDC snapshot of {table} ({rows} rows)"), &copy, &snap);
+    report(&format!("CDC snapshot of {table} ({rows} rows), snapshot phase"), &copy, &snap);
+    report("including connector start-up (topics, schemas, producer, publication, slot)", &copy, &whole);
     Ok(())
 }

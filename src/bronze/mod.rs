@@ -39,7 +39,8 @@ pub struct BronzeConfig {
     /// Delta checkpoint every N commits.
     #[arg(long = "checkpoint-interval", default_value_t = 20)]
     pub checkpoint_interval: u32,
-    /// Stop once every assigned partition is caught up (benchmarks, one-shot loads).
+    /// Stop once every partition reached the end it had when the writer started (one-shot
+    /// loads, benchmarks, tests).
     #[arg(long = "until-caught-up", default_value_t = false)]
     pub until_caught_up: bool,
 }
@@ -86,27 +87,44 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
         tracing::info!(topic, ?committed, "resuming bronze table");
     }
     consumer.assign(&tpl).context("assigning partitions")?;
+    // --until-caught-up: the end of every partition that has something left to read.
+    let ends = if cfg.until_caught_up {
+        let starts: HashMap<(String, i32), Offset> = tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect();
+        let parts: Vec<(String, i32)> = starts.keys().cloned().collect();
+        let marks = crate::kafka::watermarks(&consumer, &parts)?;
+        Some(
+            marks
+                .into_iter()
+                .filter(|(t, p, lo, hi)| match starts.get(&(t.clone(), *p)) {
+                    Some(Offset::Offset(o)) => o < hi,
+                    _ => lo < hi,
+                })
+                .map(|(t, p, _, hi)| (t, p, hi))
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        None
+    };
     let progress: Progress = Default::default();
     spawn_lag_reporter(brokers, &progress)?;
     health::report(PROCESSOR, "running", format!("{} topics", topics.len()));
 
     let target = cfg.target_file_mb * 1024 * 1024;
     let mut oldest: Option<Instant> = None;
+    let mut last_end_check = Instant::now();
     let mut total: u64 = 0;
-    let mut idle_polls = 0;
     loop {
         if shutdown::requested() {
             break;
         }
         let msg = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
         match msg {
-            Err(_) => idle_polls += 1,
+            Err(_) => {}
             Ok(Err(e)) => {
                 metrics().errors.with_label_values(&[PROCESSOR, "consume"]).inc();
                 tracing::warn!(error = %e, "consume error");
             }
             Ok(Ok(m)) => {
-                idle_polls = 0;
                 let topic = m.topic().to_string();
                 metrics().records_in.with_label_values(&[PROCESSOR, &topic]).inc();
                 oldest.get_or_insert_with(Instant::now);
@@ -147,12 +165,21 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                 }
             }
         }
-        let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || writers.values().any(|w| w.rows >= cfg.flush_rows);
+        // position() walks every assigned partition: ask at most every 100 ms, not per record.
+        let at_end = match &ends {
+            Some(e) if last_end_check.elapsed() >= Duration::from_millis(100) => {
+                last_end_check = Instant::now();
+                crate::kafka::reached(&consumer, e)
+            }
+            _ => false,
+        };
+        let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || writers.values().any(|w| w.rows >= cfg.flush_rows) || (at_end && oldest.is_some());
         if due {
             total += flush_all(&mut writers, target, &progress).await?;
             oldest = None;
         }
-        if cfg.until_caught_up && idle_polls >= 5 && oldest.is_none() && caught_up(&consumer) {
+        let nothing_buffered = oldest.is_none() && writers.values().all(|w| w.pending.is_empty());
+        if nothing_buffered && at_end {
             break;
         }
     }
@@ -200,25 +227,6 @@ fn table_url(lake: &Path, topic: &str) -> Result<url::Url> {
     let path = table_path(lake, topic);
     std::fs::create_dir_all(&path)?;
     url::Url::from_directory_path(&path).map_err(|_| anyhow::anyhow!("lake path {} is not absolute", path.display()))
-}
-
-/// Records behind the high watermark per topic, from the consumer's position (asks the broker).
-fn lag(consumer: &StreamConsumer) -> HashMap<String, i64> {
-    let mut out = HashMap::new();
-    let Ok(pos) = consumer.position() else { return out };
-    for e in pos.elements() {
-        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5)) else { continue };
-        let behind = match e.offset() {
-            Offset::Offset(o) => high - o,
-            _ => high - low,
-        };
-        *out.entry(e.topic().to_string()).or_insert(0) += behind.max(0);
-    }
-    out
-}
-
-fn caught_up(consumer: &StreamConsumer) -> bool {
-    lag(consumer).values().all(|l| *l == 0)
 }
 
 /// Committed progress per (topic, partition): the next offset to consume.

@@ -81,15 +81,33 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn state_record(&self, state: &CdcState) -> Result<OutRecord> {
+    fn state_record(&self, state: &CdcState, confirmed: bool) -> Result<OutRecord> {
+        let state = CdcState { confirmed, ..state.clone() };
         Ok(OutRecord { topic: self.state_topic.clone(), key: self.state_key.clone(), value: Some(serialization::encode(self.state_id, &self.state_schema, state.to_avro())?) })
+    }
+
+    /// Emit `events` with the progress they bring: one transaction for the events and the
+    /// progress, then, once it committed, the confirmation of that progress.
+    pub async fn emit(&self, mut events: Vec<OutRecord>, state: &CdcState) -> Result<()> {
+        if !events.is_empty() {
+            events.push(self.state_record(state, false)?);
+            self.producer.send(&events).await?;
+        }
+        self.producer.send(&[self.state_record(state, true)?]).await
     }
     fn slot_name(&self, generation: i64) -> String {
         format!("funnel_{}_{generation}", self.cfg.name)
     }
 }
 
-pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig) -> Result<()> {
+/// What a run did, for benchmarks and the caller's summary.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Wall time of this run's snapshot phase (slot creation to last chunk), when it ran one.
+    pub snapshot_seconds: Option<f64>,
+}
+
+pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig) -> Result<RunStats> {
     let processor = "cdc".to_string();
     health::report(&processor, "starting", "");
     let registry = RegistryClient::new(registry_url);
@@ -129,14 +147,17 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
         cfg,
     };
 
+    let snapshot_started = std::time::Instant::now();
+    let mut stats = RunStats::default();
     let mut state = match state::load(brokers, &registry, &conn.cfg.name).await? {
         None => fresh_snapshot(&conn, pg_url, &client, &codecs, None).await?,
         Some(s) if s.phase == Phase::Snapshot => resume_snapshot(&conn, pg_url, &client, &codecs, s).await?,
         Some(s) => s,
     };
+    stats.snapshot_seconds = Some(snapshot_started.elapsed().as_secs_f64());
     if conn.cfg.snapshot_only {
         tracing::info!("snapshot complete; stopping (--snapshot-only)");
-        return Ok(());
+        return Ok(stats);
     }
     drop_other_slots(&client, &conn, &state.slot).await?;
     let slot_exists = client.query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&state.slot]).await?.is_some();
@@ -163,7 +184,7 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig
         }
     }
     tracing::info!("cdc stopped cleanly");
-    Ok(())
+    Ok(stats)
 }
 
 async fn ensure_publication(client: &tokio_postgres::Client, cfg: &CdcConfig) -> Result<()> {
@@ -225,8 +246,9 @@ async fn fresh_snapshot(conn: &Connector, pg_url: &str, client: &tokio_postgres:
         current_table: None,
         last_pk: None,
         last_commit_lsn: created.consistent_lsn,
+        confirmed: false,
     };
-    conn.producer.send(&[conn.state_record(&state)?]).await?;
+    conn.emit(vec![], &state).await?;
     let snap = snapshot_client(pg_url, &created.snapshot_name).await?;
     snapshot::run(conn, &snap, codecs, &mut state).await?;
     finish_snapshot(conn, state, ws).await
@@ -234,7 +256,7 @@ async fn fresh_snapshot(conn: &Connector, pg_url: &str, client: &tokio_postgres:
 
 async fn finish_snapshot(conn: &Connector, mut state: CdcState, ws: walsender::WalSender) -> Result<CdcState> {
     state.phase = Phase::Streaming;
-    conn.producer.send(&[conn.state_record(&state)?]).await?;
+    conn.emit(vec![], &state).await?;
     drop(ws); // the exported snapshot is no longer needed
     tracing::info!(tables = state.tables.len(), "snapshot complete");
     Ok(state)
@@ -252,7 +274,7 @@ async fn resume_snapshot(conn: &Connector, pg_url: &str, client: &tokio_postgres
     let new_slot = conn.slot_name(generation);
     let mut ws = walsender::WalSender::connect(pg_url).await?;
     let created = ws.create_slot(&new_slot).await?;
-    tracing::info!(old_slot, new_slot, consistent_lsn = %pgoutput::format_lsn(created.consistent_lsn), resume_table = ?state.current_table, "resuming interrupted snapshot");
+    tracing::info!(old_slot, new_slot, consistent_lsn = %pgoutput::format_lsn(created.consistent_lsn), resume_table = ?state.current_table, after = ?state.last_pk, tables_done = state.tables_done.len(), "resuming interrupted snapshot");
 
     // Changes between the two consistent points to rows the first snapshot already emitted.
     let done = state.tables_done.clone();
@@ -278,7 +300,7 @@ async fn resume_snapshot(conn: &Connector, pg_url: &str, client: &tokio_postgres
     state.generation = generation;
     state.consistent_lsn = created.consistent_lsn;
     state.last_commit_lsn = state.last_commit_lsn.max(created.consistent_lsn);
-    conn.producer.send(&[conn.state_record(&state)?]).await?;
+    conn.emit(vec![], &state).await?;
     client.execute("SELECT pg_drop_replication_slot($1)", &[&old_slot]).await.with_context(|| format!("dropping old slot {old_slot}"))?;
     let snap = snapshot_client(pg_url, &created.snapshot_name).await?;
     snapshot::run(conn, &snap, codecs, &mut state).await?;

@@ -29,6 +29,19 @@ pub fn chunk_query(codec: &TableCodec, after: Option<&[String]>, limit: usize) -
     format!("SELECT * FROM \"{}\".\"{}\"{filter} ORDER BY {order} LIMIT {limit}", m.schema, m.name)
 }
 
+/// One chunk of rows after `after`, in key order, as Postgres text.
+async fn read_chunk(snap: &Client, codec: &TableCodec, after: Option<&[String]>, limit: usize) -> Result<Vec<Row>> {
+    let sql = chunk_query(codec, after, limit);
+    let msgs = snap.simple_query(&sql).await.with_context(|| format!("snapshot read of {}", codec.meta.qualified()))?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Read all remaining tables of the snapshot through `snap` (a connection inside the
 /// exported snapshot), emitting `r` events in chunks with the cursor in `state`.
 pub async fn run(conn: &Connector, snap: &Client, codecs: &HashMap<String, TableCodec>, state: &mut CdcState) -> Result<()> {
@@ -46,23 +59,13 @@ pub async fn run(conn: &Connector, snap: &Client, codecs: &HashMap<String, Table
         let mut cursor = if state.current_table.as_deref() == Some(table.as_str()) { state.last_pk.clone() } else { None };
         bar.set_message(table.clone());
         health::report(&conn.processor, "snapshot", format!("{table} after {cursor:?}"));
-        loop {
+        // Reading chunk n+1 from Postgres overlaps with producing chunk n to the broker.
+        let mut rows = read_chunk(snap, codec, cursor.as_deref(), conn.cfg.snapshot_chunk).await?;
+        while !rows.is_empty() {
             if shutdown::requested() {
                 anyhow::bail!("shutdown during snapshot (resumes at {table} after {cursor:?})");
             }
             let t0 = Instant::now();
-            let sql = chunk_query(codec, cursor.as_deref(), conn.cfg.snapshot_chunk);
-            let msgs = snap.simple_query(&sql).await.with_context(|| format!("snapshot read of {table}"))?;
-            let rows: Vec<Row> = msgs
-                .iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
-                    _ => None,
-                })
-                .collect();
-            if rows.is_empty() {
-                break;
-            }
             let src = SourceInfo { db: &conn.db, lsn: state.consistent_lsn, change_lsn: 0, tx_id: None, ts_ms: started_ms, snapshot: true };
             let mut out = Vec::with_capacity(rows.len() + 1);
             for row in &rows {
@@ -71,21 +74,25 @@ pub async fn run(conn: &Connector, snap: &Client, codecs: &HashMap<String, Table
             let last = codec.pk_text(rows.last().expect("non-empty"));
             state.current_table = Some(table.clone());
             state.last_pk = Some(last.clone());
-            out.push(conn.state_record(state)?);
-            conn.producer.send(&out).await.with_context(|| format!("emitting snapshot chunk of {table}"))?;
+            let more = rows.len() == conn.cfg.snapshot_chunk;
+            let (sent, next) = tokio::join!(conn.emit(out, state), async {
+                if more {
+                    read_chunk(snap, codec, Some(&last), conn.cfg.snapshot_chunk).await
+                } else {
+                    Ok(vec![])
+                }
+            });
+            sent.with_context(|| format!("emitting snapshot chunk of {table}"))?;
             metrics().records_out.with_label_values(&[&conn.processor, &codec.topic]).inc_by(rows.len() as u64);
             metrics().batch_seconds.with_label_values(&[&conn.processor]).observe(t0.elapsed().as_secs_f64());
             bar.inc(rows.len() as u64);
-            let done = rows.len() < conn.cfg.snapshot_chunk;
             cursor = Some(last);
-            if done {
-                break;
-            }
+            rows = next?;
         }
         state.tables_done.push(table.clone());
         state.current_table = None;
         state.last_pk = None;
-        conn.producer.send(&[conn.state_record(state)?]).await?;
+        conn.emit(vec![], state).await?;
         tracing::info!(table, "snapshot of table complete");
     }
     bar.finish_and_clear();

@@ -47,6 +47,11 @@ pub struct CdcState {
     pub last_pk: Option<Vec<String>>,
     /// Commit LSN of the last transaction emitted from the stream.
     pub last_commit_lsn: u64,
+    /// Set on the copy written after the events' transaction committed. Resuming only from
+    /// confirmed progress keeps a broker whose aborted transactions leak (tansu) from making
+    /// CDC skip events that were never committed; the price is that a crash between commit
+    /// and confirmation re-sends one batch, recognisable downstream by its source position.
+    pub confirmed: bool,
 }
 
 impl CdcState {
@@ -71,6 +76,7 @@ impl CdcState {
             ("last_pk".into(), opt(self.last_pk.as_deref().map(strings))),
             ("last_commit_lsn".into(), Value::Long(self.last_commit_lsn as i64)),
             ("updated_ms".into(), Value::Long(chrono::Utc::now().timestamp_millis())),
+            ("confirmed".into(), Value::Boolean(self.confirmed)),
         ])
     }
 
@@ -103,6 +109,7 @@ impl CdcState {
             current_table: string("current_table"),
             last_pk: strings("last_pk"),
             last_commit_lsn: long("last_commit_lsn")? as u64,
+            confirmed: matches!(get("confirmed"), Some(Value::Boolean(true))),
         })
     }
 }
@@ -117,7 +124,7 @@ pub async fn key(registry: &RegistryClient, name: &str) -> Result<Vec<u8>> {
     Ok(serialization::encode(id, &Schema::String, Value::String(name.to_string()))?)
 }
 
-/// The latest committed state of connector `name`, if any.
+/// The latest confirmed state of connector `name`, if any.
 pub async fn load(brokers: &str, registry: &RegistryClient, name: &str) -> Result<Option<CdcState>> {
     let state_topic = topic(name);
     let key = key(registry, name).await?;
@@ -173,13 +180,16 @@ async fn latest_in(consumer: &BaseConsumer, registry: &RegistryClient, state_top
                     return Ok(latest);
                 }
                 if msg.key() == Some(key) {
-                    latest = Some(match msg.payload() {
-                        None => None,
+                    match msg.payload() {
+                        None => latest = Some(None),
                         Some(p) => {
                             let (_, v) = serialization::decode(registry, p).await.context("decoding CDC state")?;
-                            Some(CdcState::from_avro(&v).context("CDC state record lacks fields")?)
+                            let s = CdcState::from_avro(&v).context("CDC state record lacks fields")?;
+                            if s.confirmed {
+                                latest = Some(Some(s));
+                            }
                         }
-                    });
+                    }
                 }
                 if msg.offset() + 1 >= high {
                     return Ok(latest);

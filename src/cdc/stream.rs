@@ -37,7 +37,9 @@ struct Txn {
 /// Read up to `max_changes` from `slot` (and not past `upto`), emit, advance the slot.
 pub async fn poll(conn: &Connector, client: &Client, slot: &str, codecs: &HashMap<String, TableCodec>, state: &mut CdcState, upto: Option<u64>, filter: Option<Filter<'_>>) -> Result<Poll> {
     let t0 = Instant::now();
-    let wal_before: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
+    // The flush position, not the insert position: decoding only reaches flushed WAL, and a
+    // commit written but not yet flushed must not be skipped by the heartbeat below.
+    let wal_before: String = client.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await?.get(0);
     let upto_text = upto.map(format_lsn);
     let rows = client
         .query(
@@ -95,8 +97,7 @@ pub async fn poll(conn: &Connector, client: &Client, slot: &str, codecs: &HashMa
             tracing::debug!(xid = t.xid, commit_lsn = %format_lsn(t.commit_lsn), events = t.out.len(), "transaction");
             out.append(&mut t.out);
         }
-        out.push(conn.state_record(state)?);
-        conn.producer.send(&out).await.context("emitting change events")?;
+        conn.emit(out, state).await.context("emitting change events")?;
         metrics().batch_seconds.with_label_values(&[&conn.processor]).observe(t0.elapsed().as_secs_f64());
     }
     // Only now that the broker has the events may the slot let go of their WAL. With nothing

@@ -53,3 +53,15 @@ pub fn reached<C: rdkafka::consumer::Consumer>(consumer: &C, ends: &[(String, i3
     let Ok(pos) = consumer.position() else { return false };
     ends.iter().all(|(t, p, hi)| matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hi))
 }
+
+/// (low, high) watermarks of many partitions at once: each query is a broker round trip, so
+/// they run in parallel instead of one after another.
+pub fn watermarks<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, partitions: &[(String, i32)]) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = partitions
+            .iter()
+            .map(|(t, p)| s.spawn(move || consumer.fetch_watermarks(t, *p, std::time::Duration::from_secs(10)).map(|(lo, hi)| (t.clone(), *p, lo, hi))))
+            .collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("watermark query panicked"))?.map_err(anyhow::Error::from)).collect()
+    })
+}

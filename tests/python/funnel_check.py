@@ -132,7 +132,9 @@ def check_topic(args, qualified):
         key = tuple(norm(image[k]) for k in pk)
         pos = (env["source"]["lsn"], env["source"]["change_lsn"], key)
         if pos in positions:
+            # A re-sent event: recognised by its source position and not applied again.
             duplicates += 1
+            continue
         positions.add(pos)
         if key in last_pos and pos[:2] <= last_pos[key]:
             out_of_order += 1
