@@ -74,8 +74,10 @@ enum Command {
         /// Processors: cdc, bronze, passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
         #[arg(required = true, value_parser = ["cdc", "bronze", "passthrough"])]
         processors: Vec<String>,
+        /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
         passthrough_from: Option<String>,
+        /// passthrough: topic to write, key and value bytes unchanged.
         #[arg(long)]
         passthrough_to: Option<String>,
         /// Delivery of topic→topic processors (passthrough).
