@@ -2,6 +2,7 @@
 //! exactly-once through offsets stored in the Delta log (see `offsets`). Records that cannot be
 //! decoded go to the dead-letter topic with their reason; the writer keeps going.
 
+pub mod dedup;
 pub mod offsets;
 pub mod table_writer;
 
@@ -142,19 +143,31 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                     Ok((id, value)) => {
                         if !writers.contains_key(&topic) {
                             let schema = registry.schema_by_id(id).await?;
-                            match envelope_columns(&schema) {
-                                Some(cols) => {
-                                    let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, cfg.checkpoint_interval).await?;
+                            // Key columns come from the record key's schema (the primary key).
+                            let pk = match m.key().map(serialization::split) {
+                                Some(Ok((key_id, _))) => crate::avro::arrow::columns_of_record(&*registry.schema_by_id(key_id).await?).map(|c| c.into_iter().map(|c| c.name).collect()),
+                                _ => None,
+                            };
+                            match (envelope_columns(&schema), pk) {
+                                (Some(cols), Some(pk)) => {
+                                    let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, pk, cfg.checkpoint_interval).await?;
                                     writers.insert(topic.clone(), w);
                                 }
-                                None => {
-                                    dead_letter(&dlq, &m, format!("schema {id} is not a CDC envelope")).await?;
+                                _ => {
+                                    dead_letter(&dlq, &m, format!("schema {id} is not a CDC envelope with an Avro record key")).await?;
                                     continue;
                                 }
                             }
                         }
                         let w = writers.get_mut(&topic).context("writer present")?;
-                        w.append(&value, p, o, m.timestamp().to_millis()).err().map(|e| e.to_string())
+                        match w.append(&value, p, o, m.timestamp().to_millis()) {
+                            Ok(true) => None,
+                            Ok(false) => {
+                                metrics().duplicates_skipped.with_label_values(&[PROCESSOR, &topic]).inc();
+                                None
+                            }
+                            Err(e) => Some(e.to_string()),
+                        }
                     }
                 };
                 if let Some(reason) = reason {

@@ -110,6 +110,9 @@ pub struct TableWriter {
     pub topic: String,
     pub table: DeltaTable,
     columns: Vec<Column>,
+    /// Primary-key column names and the re-send filter over them.
+    pk: Vec<String>,
+    seen: super::dedup::Seen,
     schema: Arc<ArrowSchema>,
     cols: Vec<ColumnBuilder>,
     meta: Meta,
@@ -135,7 +138,7 @@ fn long(v: Option<&Value>) -> Option<i64> {
 
 impl TableWriter {
     /// Open the table at `url`, creating it with `columns` when it does not exist.
-    pub async fn open(topic: &str, url: url::Url, columns: Vec<Column>, checkpoint_interval: u32) -> Result<Self> {
+    pub async fn open(topic: &str, url: url::Url, columns: Vec<Column>, pk: Vec<String>, checkpoint_interval: u32) -> Result<Self> {
         let schema = arrow_schema(&columns);
         let mut table = match super::offsets::open_existing(&url).await? {
             Some(t) => t,
@@ -154,15 +157,17 @@ impl TableWriter {
             tracing::info!(table = %url, "bronze table created");
         }
         let cols = columns.iter().map(|c| ColumnBuilder::new(&c.ty)).collect();
-        Ok(Self { topic: topic.into(), table, columns, schema, cols, meta: Meta::new(), rows: 0, pending: BTreeMap::new() })
+        let seen = super::dedup::Seen::load(&table, &pk)?;
+        Ok(Self { topic: topic.into(), table, columns, pk, seen, schema, cols, meta: Meta::new(), rows: 0, pending: BTreeMap::new() })
     }
 
     pub fn columns(&self) -> &[Column] {
         &self.columns
     }
 
-    /// Append one decoded envelope. On error nothing was appended.
-    pub fn append(&mut self, v: &Value, partition: i32, offset: i64, kafka_ts_ms: Option<i64>) -> Result<(), RowError> {
+    /// Append one decoded envelope. On error nothing was appended. Returns false when the
+    /// event was re-sent (its source position was already written for its key): skipped.
+    pub fn append(&mut self, v: &Value, partition: i32, offset: i64, kafka_ts_ms: Option<i64>) -> Result<bool, RowError> {
         let Value::Record(env) = v else { return Err(RowError::NotEnvelope) };
         let image = match (field(env, "after"), field(env, "before")) {
             (Some(Value::Record(r)), _) => r,
@@ -174,6 +179,12 @@ impl TableWriter {
         let values: Vec<&Value> = self.columns.iter().map(|c| field(image, &c.name).unwrap_or(&Value::Null)).collect();
         if let Some(i) = self.cols.iter().zip(&values).position(|(b, v)| !b.accepts(v)) {
             return Err(RowError::Column(self.columns[i].name.clone()));
+        }
+        let key: Vec<&Value> = self.pk.iter().map(|k| field(image, k).unwrap_or(&Value::Null)).collect();
+        let pos = (long(field(source, "lsn")).unwrap_or(0), long(field(source, "change_lsn")).unwrap_or(0));
+        if !self.seen.admit(super::dedup::key_text(&key), pos) {
+            self.note_offset(partition, offset);
+            return Ok(false);
         }
         for (b, v) in self.cols.iter_mut().zip(values) {
             b.append(v);
@@ -194,7 +205,7 @@ impl TableWriter {
         m.kafka_ts.append_option(kafka_ts_ms.map(|t| t * 1000));
         self.rows += 1;
         self.note_offset(partition, offset);
-        Ok(())
+        Ok(true)
     }
 
     /// Record that `offset` was consumed without a row (tombstone, dead letter).
