@@ -16,15 +16,13 @@ use crate::kafka::client_config;
 pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
     let c: BaseConsumer = client_config(brokers).set("group.id", "funnel-summary").set("enable.auto.commit", "false").set("isolation.level", "read_committed").create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts: Vec<(String, i32)> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id()))).collect();
     let mut tpl = TopicPartitionList::new();
     let mut ends = vec![];
-    for t in md.topics() {
-        for p in t.partitions() {
-            let (lo, hi) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            if hi > lo {
-                tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))?;
-                ends.push((topic.to_string(), p.id(), hi));
-            }
+    for (t, p, lo, hi) in crate::kafka::watermarks(&c, &parts)? {
+        if hi > lo {
+            tpl.add_partition_offset(&t, p, Offset::Offset(lo))?;
+            ends.push((t, p, hi));
         }
     }
     if ends.is_empty() {

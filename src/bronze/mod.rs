@@ -254,16 +254,17 @@ fn spawn_lag_reporter(brokers: &str, progress: &Progress) -> Result<()> {
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_secs(10));
         let Some(progress) = progress.upgrade() else { return };
-        let snapshot: Vec<((String, i32), i64)> = match progress.lock() {
-            Ok(p) => p.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        let snapshot: HashMap<(String, i32), i64> = match progress.lock() {
+            Ok(p) => p.clone(),
             Err(_) => return,
         };
         drop(progress);
+        let parts: Vec<(String, i32)> = snapshot.keys().cloned().collect();
+        let Ok(marks) = crate::kafka::watermarks(&client, &parts) else { continue };
         let mut per_topic: HashMap<String, i64> = HashMap::new();
-        for ((topic, partition), next) in snapshot {
-            if let Ok((_, high)) = client.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
-                *per_topic.entry(topic).or_insert(0) += (high - next).max(0);
-            }
+        for (topic, partition, _, high) in marks {
+            let next = snapshot.get(&(topic.clone(), partition)).copied().unwrap_or(high);
+            *per_topic.entry(topic).or_insert(0) += (high - next).max(0);
         }
         for (topic, l) in per_topic {
             metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
