@@ -30,7 +30,7 @@ struct Cli {
     #[command(flatten)]
     dirs: StackDirs,
     /// Log filter (tracing EnvFilter syntax), e.g. info,funnel=debug.
-    #[arg(long, env = "FUNNEL_LOG", default_value = "warn,funnel=info", global = true)]
+    #[arg(long, env = "FUNNEL_LOG", default_value = "warn,funnel=info,deltalake_core::operations::merge=error", global = true)]
     log: String,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -71,8 +71,9 @@ enum Command {
     },
     /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
     Run {
-        /// Processors: cdc, bronze, passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "passthrough"])]
+        /// Processors: cdc, bronze, seller-metrics, leads (with its gold table), passthrough
+        /// (copies --passthrough-from to --passthrough-to; the benchmark baseline).
+        #[arg(required = true, value_parser = ["cdc", "bronze", "seller-metrics", "leads", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -90,6 +91,26 @@ enum Command {
         cdc: funnel::cdc::CdcConfig,
         #[command(flatten)]
         bronze: funnel::bronze::BronzeConfig,
+        #[command(flatten)]
+        leads: funnel::leads::LeadsConfig,
+        #[command(flatten)]
+        ns: funnel::topology::names::NamespaceArg,
+    },
+    /// Rebuild a processor's state from its input topics (stop the processor first):
+    /// deletes its changelogs (leads: also its output topic and gold table), rewinds its
+    /// consumer group, runs it to the end of its inputs and exits.
+    Replay {
+        #[arg(value_parser = ["seller-metrics", "leads"])]
+        processor: String,
+        /// Prefix of the CDC topics it reads.
+        #[arg(long = "cdc-topic-prefix", default_value = "olist")]
+        cdc_topic_prefix: String,
+        #[arg(long = "loop-delivery", value_enum, default_value = "exactly-once")]
+        loop_delivery: funnel::kafka::batch_producer::Delivery,
+        #[command(flatten)]
+        leads: funnel::leads::LeadsConfig,
+        #[command(flatten)]
+        ns: funnel::topology::names::NamespaceArg,
     },
     /// CDC maintenance.
     Cdc {
@@ -270,7 +291,8 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, cdc, bronze, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, cdc, bronze, leads, ns, passthrough_from, passthrough_to, loop_delivery } => {
+            let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
             http::spawn(http_port).await?;
             let mut tasks = tokio::task::JoinSet::new();
@@ -288,18 +310,22 @@ async fn run(cli: Cli) -> Result<()> {
                             funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg).await.map(|_| ()).context("bronze")
                         });
                     }
+                    "seller-metrics" => {
+                        let (topics, cfg) = (topics.clone(), leads.clone());
+                        tasks.spawn(async move { funnel::leads::run_seller_metrics(&ep.brokers, &ep.registry_url, topics, loop_delivery, &cfg, false).await });
+                    }
+                    "leads" => {
+                        let (topics, cfg) = (topics.clone(), leads.clone());
+                        tasks.spawn(async move {
+                            let lake = ep.lake_root()?;
+                            funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &cfg, false).await
+                        });
+                    }
                     "passthrough" => {
                         let (Some(from), Some(to)) = (passthrough_from.clone(), passthrough_to.clone()) else {
                             anyhow::bail!("passthrough needs --passthrough-from TOPIC --passthrough-to TOPIC");
                         };
-                        let cfg = funnel::runtime::processor::LoopConfig {
-                            processor: format!("passthrough-{to}"),
-                            brokers: ep.brokers.clone(),
-                            inputs: vec![from],
-                            delivery: loop_delivery,
-                            batch_max: 5000,
-                            batch_ms: 200,
-                        };
+                        let cfg = funnel::runtime::processor::LoopConfig::new(&format!("passthrough-{to}"), &ep.brokers, vec![from], loop_delivery);
                         tasks.spawn(async move { funnel::runtime::processor::run(cfg, funnel::runtime::processor::Passthrough { to }).await.context("passthrough") });
                     }
                     other => anyhow::bail!("unknown processor {other}"),
@@ -312,6 +338,14 @@ async fn run(cli: Cli) -> Result<()> {
                     return Err(e);
                 }
             }
+            Ok(())
+        }
+        Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, ns } => {
+            shutdown::install();
+            let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace));
+            let lake = ep.lake_root()?;
+            funnel::leads::replay::replay(&processor, &ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &leads).await?;
+            println!("{processor}: rebuilt from its input topics; start it again with `funnel run {processor}`");
             Ok(())
         }
         Command::Cdc { action: CdcAction::Status { name } } => {

@@ -3,6 +3,9 @@
 
 pub mod arrow;
 pub mod column;
+pub mod registered;
 pub mod serialization;
+pub mod value;
 
 pub use column::{Column, ColumnType};
+pub use registered::Registered;

@@ -3,7 +3,6 @@
 //! decoded go to the dead-letter topic with their reason; the writer keeps going.
 
 pub mod dedup;
-pub mod offsets;
 pub mod table_writer;
 
 use std::collections::HashMap;
@@ -16,9 +15,10 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::avro::serialization;
+use crate::lake::offsets;
 use crate::kafka::{admin, consumer_config, dead_letters, producer_config};
 use crate::registry::RegistryClient;
-use crate::runtime::{health, metrics::metrics, shutdown};
+use crate::runtime::{health, lag, metrics::metrics, shutdown};
 use table_writer::{envelope_columns, TableWriter};
 
 pub const PROCESSOR: &str = "bronze";
@@ -47,7 +47,7 @@ pub struct BronzeConfig {
 }
 
 pub fn table_path(lake: &Path, topic: &str) -> std::path::PathBuf {
-    lake.join("bronze").join(topic)
+    crate::lake::table::path(lake, "bronze", topic)
 }
 
 pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConfig) -> Result<u64> {
@@ -89,25 +89,9 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     }
     consumer.assign(&tpl).context("assigning partitions")?;
     // --until-caught-up: the end of every partition that has something left to read.
-    let ends = if cfg.until_caught_up {
-        let starts: HashMap<(String, i32), Offset> = tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect();
-        let parts: Vec<(String, i32)> = starts.keys().cloned().collect();
-        let marks = crate::kafka::watermarks(&consumer, &parts)?;
-        Some(
-            marks
-                .into_iter()
-                .filter(|(t, p, lo, hi)| match starts.get(&(t.clone(), *p)) {
-                    Some(Offset::Offset(o)) => o < hi,
-                    _ => lo < hi,
-                })
-                .map(|(t, p, _, hi)| (t, p, hi))
-                .collect::<Vec<_>>(),
-        )
-    } else {
-        None
-    };
-    let progress: Progress = Default::default();
-    spawn_lag_reporter(brokers, &progress)?;
+    let ends = if cfg.until_caught_up { Some(crate::kafka::remaining_ends(&consumer, &tpl)?) } else { None };
+    let progress: lag::Progress = Default::default();
+    lag::spawn_reporter(PROCESSOR, brokers, &progress)?;
     health::report(PROCESSOR, "running", format!("{} topics", topics.len()));
 
     let target = cfg.target_file_mb * 1024 * 1024;
@@ -202,12 +186,10 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
 }
 
 /// Commit every table with pending offsets, the tables concurrently (each is its own Delta log).
-async fn flush_all(writers: &mut HashMap<String, TableWriter>, target: u64, progress: &Progress) -> Result<u64> {
-    if let Ok(mut p) = progress.lock() {
-        for w in writers.values() {
-            for (partition, offset) in &w.pending {
-                p.insert((w.topic.clone(), *partition), offset + 1);
-            }
+async fn flush_all(writers: &mut HashMap<String, TableWriter>, target: u64, progress: &lag::Progress) -> Result<u64> {
+    for w in writers.values() {
+        for (partition, offset) in &w.pending {
+            lag::advance(progress, &w.topic, *partition, offset + 1);
         }
     }
     let flushes = writers.values_mut().filter(|w| !w.pending.is_empty()).map(|w| async move {
@@ -231,44 +213,12 @@ async fn dead_letter(dlq: &FutureProducer, m: &rdkafka::message::BorrowedMessage
     metrics().dead_letters.with_label_values(&[PROCESSOR, m.topic()]).inc();
     dead_letters::send(
         dlq,
+        &dead_letters::topic_for(PROCESSOR),
         dead_letters::DeadLetter { processor: PROCESSOR, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason },
     )
     .await
 }
 
 fn table_url(lake: &Path, topic: &str) -> Result<url::Url> {
-    let path = table_path(lake, topic);
-    std::fs::create_dir_all(&path)?;
-    url::Url::from_directory_path(&path).map_err(|_| anyhow::anyhow!("lake path {} is not absolute", path.display()))
-}
-
-/// Committed progress per (topic, partition): the next offset to consume.
-type Progress = std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
-
-/// Every 10 s, on its own thread (watermark queries are broker round trips that must not stall
-/// the writer): lag = high watermark − committed progress, per topic. The thread ends when the
-/// writer drops its progress map.
-fn spawn_lag_reporter(brokers: &str, progress: &Progress) -> Result<()> {
-    let client: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(brokers).create()?;
-    let progress = std::sync::Arc::downgrade(progress);
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let Some(progress) = progress.upgrade() else { return };
-        let snapshot: HashMap<(String, i32), i64> = match progress.lock() {
-            Ok(p) => p.clone(),
-            Err(_) => return,
-        };
-        drop(progress);
-        let parts: Vec<(String, i32)> = snapshot.keys().cloned().collect();
-        let Ok(marks) = crate::kafka::watermarks(&client, &parts) else { continue };
-        let mut per_topic: HashMap<String, i64> = HashMap::new();
-        for (topic, partition, _, high) in marks {
-            let next = snapshot.get(&(topic.clone(), partition)).copied().unwrap_or(high);
-            *per_topic.entry(topic).or_insert(0) += (high - next).max(0);
-        }
-        for (topic, l) in per_topic {
-            metrics().lag.with_label_values(&[PROCESSOR, &topic]).set(l);
-        }
-    });
-    Ok(())
+    crate::lake::table::url_of(&table_path(lake, topic))
 }

@@ -10,14 +10,13 @@ use apache_avro::Schema;
 use deltalake::arrow::array::{ArrayRef, BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use deltalake::arrow::datatypes::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::StructType;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, TableProperty};
+use deltalake::DeltaTable;
 
-use super::offsets;
+use crate::lake::offsets;
 use crate::avro::arrow::{arrow_field, columns_of_record, ColumnBuilder};
+use crate::avro::value::{field, long};
 use crate::avro::Column;
 
 /// Metadata columns after the row's own columns.
@@ -121,41 +120,11 @@ pub struct TableWriter {
     pub pending: BTreeMap<i32, i64>,
 }
 
-fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| match v {
-        Value::Union(_, inner) => inner.as_ref(),
-        other => other,
-    })
-}
-
-fn long(v: Option<&Value>) -> Option<i64> {
-    match v {
-        Some(Value::Long(x)) => Some(*x),
-        Some(Value::Int(x)) => Some(*x as i64),
-        _ => None,
-    }
-}
-
 impl TableWriter {
     /// Open the table at `url`, creating it with `columns` when it does not exist.
     pub async fn open(topic: &str, url: url::Url, columns: Vec<Column>, pk: Vec<String>, checkpoint_interval: u32) -> Result<Self> {
         let schema = arrow_schema(&columns);
-        let mut table = match super::offsets::open_existing(&url).await? {
-            Some(t) => t,
-            None => deltalake::DeltaTableBuilder::from_url(url.clone())?.build()?,
-        };
-        if table.version().is_none() {
-            let struct_type = StructType::try_from_arrow(schema.as_ref()).context("Arrow schema → Delta schema")?;
-            table = table
-                .create()
-                .with_columns(struct_type.fields().cloned())
-                .with_table_name(topic.replace('.', "_"))
-                .with_comment(format!("bronze: CDC envelopes of topic {topic}"))
-                .with_configuration_property(TableProperty::CheckpointInterval, Some(checkpoint_interval.to_string()))
-                .await
-                .with_context(|| format!("creating Delta table {url}"))?;
-            tracing::info!(table = %url, "bronze table created");
-        }
+        let table = crate::lake::table::open_or_create(&url, &schema, topic, &format!("bronze: CDC envelopes of topic {topic}"), checkpoint_interval).await?;
         let cols = columns.iter().map(|c| ColumnBuilder::new(&c.ty)).collect();
         let seen = super::dedup::Seen::load(&table, &pk)?;
         Ok(Self { topic: topic.into(), table, columns, pk, seen, schema, cols, meta: Meta::new(), rows: 0, pending: BTreeMap::new() })

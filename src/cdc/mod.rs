@@ -9,6 +9,7 @@
 //! - streaming: continue from the slot, skipping transactions already emitted.
 
 pub mod catalog;
+pub mod change;
 pub mod events;
 pub mod pgoutput;
 pub mod snapshot;

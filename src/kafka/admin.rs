@@ -86,3 +86,27 @@ pub async fn delete_topics(brokers: &str, names: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Point a consumer group at the beginning of `topics` (the group must have no live member).
+/// Committed as the low watermark of each partition, which works on brokers without
+/// DeleteGroups.
+pub async fn rewind_group(brokers: &str, group: &str, topics: &[String]) -> Result<()> {
+    let consumer: BaseConsumer = super::consumer_config(brokers, group).create().context("creating consumer")?;
+    let mut parts = vec![];
+    for t in topics {
+        if !list_topics(brokers)?.contains(t) {
+            continue;
+        }
+        for p in 0..partition_count(brokers, t)? {
+            parts.push((t.clone(), p));
+        }
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, p, lo, _) in super::watermarks(&consumer, &parts)? {
+        tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(lo))?;
+    }
+    if tpl.count() > 0 {
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).with_context(|| format!("rewinding consumer group {group} (is the processor still running?)"))?;
+    }
+    Ok(())
+}

@@ -56,10 +56,9 @@ impl DeadLetter<'_> {
 
 /// Send one dead letter and wait for the broker's acknowledgement: the caller moves its
 /// offset past the record only after this returns Ok.
-pub async fn send(producer: &FutureProducer, dl: DeadLetter<'_>) -> Result<()> {
-    let dlq = topic_for(dl.processor);
+pub async fn send(producer: &FutureProducer, dlq: &str, dl: DeadLetter<'_>) -> Result<()> {
     producer
-        .send(dl.record(&dlq), Duration::from_secs(30))
+        .send(dl.record(dlq), Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .with_context(|| format!("sending dead letter to {dlq}"))?;

@@ -65,3 +65,18 @@ pub fn watermarks<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, partition
         handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("watermark query panicked"))?.map_err(anyhow::Error::from)).collect()
     })
 }
+
+/// The end (high watermark) of every partition of `tpl` with something left to read from its
+/// start offset: the stopping point of a bounded read.
+pub fn remaining_ends<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, tpl: &rdkafka::TopicPartitionList) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let starts: std::collections::HashMap<(String, i32), rdkafka::Offset> = tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect();
+    let parts: Vec<(String, i32)> = starts.keys().cloned().collect();
+    Ok(watermarks(consumer, &parts)?
+        .into_iter()
+        .filter(|(t, p, lo, hi)| match starts.get(&(t.clone(), *p)) {
+            Some(rdkafka::Offset::Offset(o)) => o < hi,
+            _ => lo < hi,
+        })
+        .map(|(t, p, _, hi)| (t, p, hi))
+        .collect())
+}

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod http;
+pub mod lag;
 pub mod metrics;
 pub mod processor;
 pub mod shutdown;

@@ -1,13 +1,14 @@
 //! The consume-transform-produce loop for topic→topic processors.
 //!
 //! Records are consumed in batches through a consumer group (scale-out = more instances of the
-//! same group). Exactly-once: a batch's outputs, its dead letters and the consumed offsets
-//! commit in one Kafka transaction (`send_offsets_to_transaction`); nothing is polled while a
-//! transaction is open, so a rebalance never splits one. At-least-once: outputs are
-//! acknowledged, then offsets committed; every output carries an idempotency key header
+//! same group, for stateless transforms; stateful ones say how they partition their state).
+//! Exactly-once: a batch's outputs, its state changelog records, its dead letters and the
+//! consumed offsets commit in one Kafka transaction (`send_offsets_to_transaction`); nothing is
+//! polled while a transaction is open, so a rebalance never splits one. At-least-once: outputs
+//! are acknowledged, then offsets committed; every output carries an idempotency key header
 //! (`funnel.idempotency-key` = source topic/partition/offset/index) for consumers to dedupe.
-//! A failed batch aborts and the process exits with the error: a restart resumes from the last
-//! committed offsets, so nothing is lost or doubled.
+//! A failed batch aborts and the process exits with the error: a restart restores state from
+//! the changelog and resumes from the last committed offsets, so nothing is lost or doubled.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::{health, metrics::metrics, shutdown};
+use super::{health, lag, metrics::metrics, shutdown};
 use crate::kafka::batch_producer::{Delivery, OutRecord};
 use crate::kafka::dead_letters;
 use crate::kafka::{consumer_config, producer_config};
@@ -35,35 +36,68 @@ pub struct InRecord<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
-/// A processor's logic. `Err(reason)` sends the record to the processor's dead-letter topic.
+/// What a transform made of one record: outputs, or the reason to dead-letter it.
+pub type Outcome = Result<Vec<OutRecord>, String>;
+
+/// A processor's logic. `Ok(Err(reason))` sends the record to the processor's dead-letter
+/// topic; `Err` is a failure of the processor itself (registry down, …): the batch aborts.
 pub trait Transform: Send {
-    fn process(&mut self, rec: &InRecord<'_>) -> impl std::future::Future<Output = Result<Vec<OutRecord>, String>> + Send;
+    fn process(&mut self, rec: &InRecord<'_>) -> impl std::future::Future<Output = Result<Outcome>> + Send;
+
+    /// Called once the batch's records were processed, before the commit: outputs that
+    /// summarise the batch (one update per key the batch touched, not one per record).
+    fn end_batch(&mut self) -> impl std::future::Future<Output = Result<Vec<OutRecord>>> + Send {
+        async { Ok(vec![]) }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct LoopConfig {
+    /// Name in metrics, logs and the dead-letter topic.
     pub processor: String,
     pub brokers: String,
     pub inputs: Vec<String>,
+    /// Consumer group and transactional id (namespaced by the caller).
+    pub group_id: String,
+    pub dead_letter_topic: String,
     pub delivery: Delivery,
     pub batch_max: usize,
     pub batch_ms: u64,
+    /// Stop once a poll finds nothing and every assigned partition is consumed to its end
+    /// (replays, bounded runs).
+    pub stop_when_idle: bool,
+}
+
+impl LoopConfig {
+    pub fn new(processor: &str, brokers: &str, inputs: Vec<String>, delivery: Delivery) -> Self {
+        LoopConfig {
+            processor: processor.to_string(),
+            brokers: brokers.to_string(),
+            inputs,
+            group_id: format!("funnel-{processor}"),
+            dead_letter_topic: dead_letters::topic_for(processor),
+            delivery,
+            batch_max: 5000,
+            batch_ms: 200,
+            stop_when_idle: false,
+        }
+    }
 }
 
 pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> {
     let p = cfg.processor.as_str();
     health::report(p, "starting", "");
-    let consumer: StreamConsumer = consumer_config(&cfg.brokers, &format!("funnel-{p}")).create()?;
+    let consumer: StreamConsumer = consumer_config(&cfg.brokers, &cfg.group_id).create()?;
     let refs: Vec<&str> = cfg.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).with_context(|| format!("subscribing to {:?}", cfg.inputs))?;
     let transactional = cfg.delivery == Delivery::ExactlyOnce;
-    let tid = format!("funnel-{p}");
-    let producer: FutureProducer = producer_config(&cfg.brokers, transactional.then_some(tid.as_str())).create()?;
+    let producer: FutureProducer = producer_config(&cfg.brokers, transactional.then_some(cfg.group_id.as_str())).create()?;
     if transactional {
         let pr = producer.clone();
         tokio::task::spawn_blocking(move || pr.init_transactions(Duration::from_secs(60))).await?.context("init_transactions")?;
     }
-    let dlq = dead_letters::topic_for(p);
+    let progress: lag::Progress = Default::default();
+    lag::spawn_reporter(p, &cfg.brokers, &progress)?;
     health::report(p, "running", cfg.inputs.join(","));
     tracing::info!(processor = p, inputs = ?cfg.inputs, delivery = cfg.delivery.as_str(), "processor running");
 
@@ -83,43 +117,28 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             }
         }
         if batch.is_empty() {
+            if cfg.stop_when_idle && consumed_to_end(&consumer)? {
+                break;
+            }
             continue;
         }
         let t0 = Instant::now();
         if transactional {
             producer.begin_transaction().context("begin_transaction")?;
         }
-        let mut pending = vec![];
-        let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        for m in &batch {
-            metrics().records_in.with_label_values(&[p, m.topic()]).inc();
-            let rec = InRecord { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload(), timestamp_ms: m.timestamp().to_millis() };
-            match transform.process(&rec).await {
-                Ok(outs) => {
-                    for (i, out) in outs.iter().enumerate() {
-                        let id = format!("{}/{}/{}/{i}", m.topic(), m.partition(), m.offset());
-                        let headers = OwnedHeaders::new().insert(Header { key: IDEMPOTENCY_HEADER, value: Some(id.as_bytes()) });
-                        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice()).headers(headers);
-                        if let Some(v) = &out.value {
-                            r = r.payload(v);
-                        }
-                        pending.push(producer.send_result(r).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
-                        metrics().records_out.with_label_values(&[p, &out.topic]).inc();
-                    }
+        let result = process_batch(&cfg, &mut transform, &producer, &batch).await;
+        let next = match result {
+            Ok(next) => next,
+            Err(e) => {
+                metrics().errors.with_label_values(&[p, "batch"]).inc();
+                if transactional {
+                    let pr = producer.clone();
+                    let _ = tokio::task::spawn_blocking(move || pr.abort_transaction(Duration::from_secs(30))).await;
                 }
-                Err(reason) => {
-                    metrics().dead_letters.with_label_values(&[p, m.topic()]).inc();
-                    tracing::warn!(processor = p, topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %reason, "record sent to dead-letter topic");
-                    let dl = dead_letters::DeadLetter { processor: p, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason };
-                    pending.push(producer.send_result(dl.record(&dlq)).map_err(|(e, _)| e).context("producing dead letter")?);
-                }
+                health::report(p, "failed", format!("{e:#}"));
+                return Err(e);
             }
-            let e = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
-        }
-        for f in pending {
-            f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
-        }
+        };
         let mut offsets = TopicPartitionList::new();
         for ((t, part), o) in &next {
             offsets.add_partition_offset(t, *part, Offset::Offset(*o))?;
@@ -132,10 +151,82 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         } else {
             consumer.commit(&offsets, CommitMode::Sync).context("committing offsets")?;
         }
+        for ((t, part), o) in &next {
+            lag::advance(&progress, t, *part, *o);
+        }
         metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
     }
     tracing::info!(processor = p, "processor stopped cleanly");
     Ok(())
+}
+
+/// Whether the consumer has partitions and its position reached the end of each.
+fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
+    let assigned = consumer.assignment().context("assignment")?;
+    if assigned.count() == 0 {
+        return Ok(false);
+    }
+    let parts: Vec<(String, i32)> = assigned.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    let marks = crate::kafka::watermarks(consumer, &parts)?;
+    let position = consumer.position().context("position")?;
+    let committed = consumer.committed(Duration::from_secs(10)).context("committed offsets")?;
+    Ok(marks.iter().all(|(t, p, lo, hi)| {
+        let at = |tpl: &TopicPartitionList| match tpl.find_partition(t, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o >= *hi,
+            _ => false,
+        };
+        lo == hi || at(&position) || at(&committed)
+    }))
+}
+
+/// Transform and produce one batch; returns the next offset per input partition.
+async fn process_batch<T: Transform>(
+    cfg: &LoopConfig,
+    transform: &mut T,
+    producer: &FutureProducer,
+    batch: &[rdkafka::message::OwnedMessage],
+) -> Result<HashMap<(String, i32), i64>> {
+    let p = cfg.processor.as_str();
+    let mut pending = vec![];
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let send = |pending: &mut Vec<rdkafka::producer::DeliveryFuture>, out: &OutRecord, id: &str| -> Result<()> {
+        let headers = OwnedHeaders::new().insert(Header { key: IDEMPOTENCY_HEADER, value: Some(id.as_bytes()) });
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice()).headers(headers);
+        if let Some(v) = &out.value {
+            r = r.payload(v);
+        }
+        pending.push(producer.send_result(r).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
+        metrics().records_out.with_label_values(&[p, &out.topic]).inc();
+        Ok(())
+    };
+    for m in batch {
+        metrics().records_in.with_label_values(&[p, m.topic()]).inc();
+        let rec = InRecord { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload(), timestamp_ms: m.timestamp().to_millis() };
+        match transform.process(&rec).await.with_context(|| format!("{p}: processing {}/{}/{}", m.topic(), m.partition(), m.offset()))? {
+            Ok(outs) => {
+                for (i, out) in outs.iter().enumerate() {
+                    send(&mut pending, out, &format!("{}/{}/{}/{i}", m.topic(), m.partition(), m.offset()))?;
+                }
+            }
+            Err(reason) => {
+                metrics().dead_letters.with_label_values(&[p, m.topic()]).inc();
+                tracing::warn!(processor = p, topic = m.topic(), partition = m.partition(), offset = m.offset(), reason = %reason, "record sent to dead-letter topic");
+                let dl = dead_letters::DeadLetter { processor: p, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason };
+                pending.push(producer.send_result(dl.record(&cfg.dead_letter_topic)).map_err(|(e, _)| e).context("producing dead letter")?);
+            }
+        }
+        let e = next.entry((m.topic().to_string(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    // Summary outputs are identified by the batch's last record.
+    let last = batch.last().map(|m| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())).unwrap_or_default();
+    for (i, out) in transform.end_batch().await.with_context(|| format!("{p}: end of batch"))?.iter().enumerate() {
+        send(&mut pending, out, &format!("{last}/end/{i}"))?;
+    }
+    for f in pending {
+        f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
+    }
+    Ok(next)
 }
 
 /// Copies records unchanged: the baseline for benchmarks and a smoke test of the loop.
@@ -144,7 +235,7 @@ pub struct Passthrough {
 }
 
 impl Transform for Passthrough {
-    async fn process(&mut self, rec: &InRecord<'_>) -> Result<Vec<OutRecord>, String> {
-        Ok(vec![OutRecord { topic: self.to.clone(), key: rec.key.unwrap_or_default().to_vec(), value: rec.value.map(<[u8]>::to_vec) }])
+    async fn process(&mut self, rec: &InRecord<'_>) -> Result<Outcome> {
+        Ok(Ok(vec![OutRecord { topic: self.to.clone(), key: rec.key.unwrap_or_default().to_vec(), value: rec.value.map(<[u8]>::to_vec) }]))
     }
 }

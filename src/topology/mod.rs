@@ -3,6 +3,8 @@
 //! processor (inputs, outputs, delivery guarantee per hop). `funnel topology` prints it and
 //! a Mermaid diagram; `funnel topics create` creates the topics and registers the schemas.
 
+pub mod names;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};

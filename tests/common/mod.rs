@@ -181,11 +181,16 @@ impl Case {
 
     /// The independent Python checker (confluent-kafka / delta-rs) for `tables`.
     pub fn check(&self, what: &str, tables: &[&str]) -> Vec<Json> {
+        self.check_with(what, tables, &[])
+    }
+
+    pub fn check_with(&self, what: &str, tables: &[&str], extra: &[&str]) -> Vec<Json> {
         let out = Command::new(&self.stack.python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/funnel_check.py"))
             .args([what, "--pg", &self.db_url, "--brokers", &self.stack.brokers, "--registry", &self.stack.registry, "--prefix", &self.prefix])
             .arg("--lake")
             .arg(self.lake.path())
+            .args(extra)
             .args(tables)
             .output()
             .expect("python checker (installed by `funnel stack up`)");

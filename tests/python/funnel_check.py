@@ -5,11 +5,15 @@
   every record of a CDC topic; the latest image per key is compared with the Postgres table.
 - bronze: delta-rs (the `deltalake` package) reads the Delta table; duplicate Kafka positions
   are counted and the latest image per key is compared with the Postgres table.
+- leads gold|topic|sellers: gold/m_dim.lead, marketing.lead.v1 (latest per key) and
+  ecommerce.seller.metrics.v1 against the queries in sql/checks/ run on Postgres, plus the
+  reference project's consistency sums and processed events per lead change.
 
 Prints one JSON object per table and exits 0; the Rust tests assert on the JSON.
 """
 import argparse
 import datetime
+import hashlib
 import decimal
 import json
 import os
@@ -59,14 +63,21 @@ def pg_table(url, qualified):
     return pk, cols, rows
 
 
-def compare(expected, actual, cols):
+def same(a, b, tolerance):
+    if tolerance is None or a is None or b is None:
+        return a == b
+    return abs(float(a) - float(b)) <= tolerance
+
+
+def compare(expected, actual, cols, tolerant=()):
+    """Row sets keyed alike; columns in `tolerant` compare as numbers within 0.001."""
     missing = [k for k in expected if k not in actual]
     extra = [k for k in actual if k not in expected]
     differ = []
     for k, row in expected.items():
         got = actual.get(k)
         if got is not None:
-            bad = [c for c in cols if row.get(c) != got.get(c)]
+            bad = [c for c in cols if not same(row.get(c), got.get(c), 0.001 if c in tolerant else None)]
             if bad:
                 differ.append({"key": list(k), "columns": {c: [row.get(c), got.get(c)] for c in bad[:3]}})
     return {
@@ -181,18 +192,143 @@ def check_bronze(args, qualified):
     return out
 
 
+def read_topic(args, topic):
+    """Every committed record of a topic, decoded: [(partition, offset, key, value or None)]."""
+    registry = SchemaRegistryClient({"url": args.registry})
+    de = AvroDeserializer(registry)
+    consumer = Consumer({
+        "bootstrap.servers": args.brokers,
+        "group.id": f"funnel-check-{topic}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "broker.address.family": "v4",
+    })
+    md = consumer.list_topics(topic, timeout=10)
+    if topic not in md.topics or md.topics[topic].error is not None:
+        return []
+    parts = list(md.topics[topic].partitions.keys())
+    assign, done = [], set()
+    for p in parts:
+        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if hi > lo:
+            assign.append(TopicPartition(topic, p, lo))
+        else:
+            done.add(p)
+    consumer.assign(assign)
+    out = []
+    deadline = time.time() + 600
+    while len(done) < len(parts):
+        if time.time() > deadline:
+            raise RuntimeError(f"{topic}: end of partitions not reached within 600 s")
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == -191:  # _PARTITION_EOF
+                done.add(msg.partition())
+            continue
+        key = de(msg.key(), SerializationContext(topic, MessageField.KEY))
+        value = None if msg.value() is None else de(msg.value(), SerializationContext(topic, MessageField.VALUE))
+        out.append((msg.partition(), msg.offset(), key, value))
+    consumer.close()
+    return out
+
+
+def latest_per_key(records, key_field, cols):
+    state = {}
+    for _, _, key, value in records:
+        k = (norm(key[key_field]),)
+        if value is None:
+            state.pop(k, None)
+        else:
+            state[k] = {c: norm(value.get(c)) for c in cols}
+    return state
+
+
+def sql_rows(url, path, key):
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(open(path).read())
+        cols = [d.name for d in cur.description]
+        rows = {}
+        for r in cur:
+            rec = {c: norm(v) for c, v in zip(cols, r)}
+            rows[(rec[key],)] = rec
+    return cols, rows
+
+
+CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sql", "checks")
+LEAD_NUMBERS = ("declared_product_catalog_size", "declared_monthly_revenue", "revenue_lifetime")
+
+
+def check_leads(args, what):
+    """gold/m_dim.lead, marketing.lead.v1 and ecommerce.seller.metrics.v1 against sql/checks."""
+    ns = f"{args.namespace}." if args.namespace else ""
+    cols, expected = sql_rows(args.pg, os.path.join(CHECKS, "lead_dimension.sql"), "lead_id")
+    if what == "gold":
+        from deltalake import DeltaTable
+
+        path = f"{args.lake}/gold/m_dim.lead"
+        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+        actual = {(norm(r["lead_id"]),): {c: norm(r.get(c)) for c in cols} for r in rows}
+        digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
+        out = {"check": "gold", "path": path, "gold_rows": len(rows), "digest": digest}
+        out.update(compare(expected, actual, cols, LEAD_NUMBERS))
+        # The reference project's consistency checks, on the gold table.
+        _, sellers = sql_rows(args.pg, os.path.join(CHECKS, "seller_metrics.sql"), "seller_id")
+        matched = [r for r in rows if r["seller_fk"] is not None]
+        seller = lambda r, c: float(sellers.get((r["seller_fk"],), {}).get(c) or 0)  # noqa: E731
+        out["lead_revenue_sum"] = sum(r["revenue_lifetime"] or 0 for r in matched)
+        out["seller_revenue_sum"] = sum(seller(r, "revenue_lifetime") for r in matched)
+        out["lead_orders_sum"] = sum(r["number_of_orders_lifetime"] or 0 for r in matched)
+        out["seller_orders_sum"] = int(sum(seller(r, "number_of_orders_lifetime") for r in matched))
+        out["leads_with_seller"] = len(matched)
+        out["closed_deals"] = sum(1 for r in rows if r["is_closed_deal"] == "Is closed deal")
+        return out
+    if what == "topic":
+        records = read_topic(args, f"{ns}marketing.lead.v1")
+        out = {"check": "lead topic", "records": len(records)}
+        out.update(compare(expected, latest_per_key(records, "lead_id", cols), cols, LEAD_NUMBERS))
+        # Processed events against the changes the lead topic shows.
+        changes, last = {}, {}
+        for _, _, key, value in records:
+            k = key["lead_id"]
+            if value != last.get(k, "absent"):
+                changes[k] = changes.get(k, 0) + 1
+            last[k] = value
+        processed = {}
+        for _, _, key, value in read_topic(args, f"{ns}marketing.lead.processed.v1"):
+            processed[key["lead_id"]] = processed.get(key["lead_id"], 0) + 1
+        out["processed_events"] = sum(processed.values())
+        out["lead_changes"] = sum(changes.values())
+        out["leads_with_extra_events"] = sum(1 for k, n in processed.items() if n > changes.get(k, 0))
+        return out
+    if what == "sellers":
+        scols, sexpected = sql_rows(args.pg, os.path.join(CHECKS, "seller_metrics.sql"), "seller_id")
+        records = read_topic(args, f"{ns}ecommerce.seller.metrics.v1")
+        out = {"check": "seller metrics topic", "records": len(records)}
+        out.update(compare(sexpected, latest_per_key(records, "seller_id", scols), scols, ("revenue_lifetime",)))
+        return out
+    raise ValueError(what)
+
+
 def main():
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["topics", "bronze"])
+    ap.add_argument("what", choices=["topics", "bronze", "leads"])
     ap.add_argument("--pg", required=True)
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--registry", default="http://127.0.0.1:18081")
     ap.add_argument("--lake", default="lake")
     ap.add_argument("--prefix", default="olist")
+    ap.add_argument("--namespace", default="")
     ap.add_argument("tables", nargs="+")
     args = ap.parse_args()
     for t in args.tables:
-        res = check_topic(args, t) if args.what == "topics" else check_bronze(args, t)
+        if args.what == "leads":
+            res = check_leads(args, t)
+        else:
+            res = check_topic(args, t) if args.what == "topics" else check_bronze(args, t)
         print(json.dumps(res), flush=True)
 
 

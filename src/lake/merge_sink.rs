@@ -1,0 +1,254 @@
+//! Topics → Delta tables merged by key (silver staging, gold dimensions), exactly-once.
+//!
+//! Partitions are assigned, not taken from a consumer group: the consumed offsets live in each
+//! table's Delta log (application transactions committed with the merge, see `offsets`), and
+//! the loop seeks to them on start — the table itself says where to resume, whatever the
+//! broker's transactions did. Scale out by giving each process its own tables.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use apache_avro::types::Value;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::merge_writer::MergeWriter;
+use super::offsets;
+use crate::avro::arrow::columns_of_record;
+use crate::avro::serialization;
+use crate::cdc::change::ChangeDecoder;
+use crate::kafka::{admin, consumer_config, dead_letters, producer_config};
+use crate::registry::RegistryClient;
+use crate::runtime::{health, lag, metrics::metrics, shutdown};
+
+/// How a topic's records become rows.
+#[derive(Clone, Debug)]
+pub enum RowShape {
+    /// CDC envelopes: the after image (before image of a delete), ordered by source position.
+    Cdc,
+    /// Keyed records of this Avro schema; a tombstone deletes its key.
+    Keyed { value_schema: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct SinkTable {
+    pub topic: String,
+    pub path: PathBuf,
+    /// Key columns (Cdc: taken from the record key's schema when empty).
+    pub key: Vec<String>,
+    pub shape: RowShape,
+    pub comment: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    pub processor: String,
+    pub brokers: String,
+    pub registry_url: String,
+    pub dead_letter_topic: String,
+    pub tables: Vec<SinkTable>,
+    pub flush_ms: u64,
+    pub checkpoint_interval: u32,
+    /// Stop once every partition reached the end it had at start.
+    pub until_caught_up: bool,
+}
+
+/// What the sink committed, per topic (shared with the loader's service).
+#[derive(Clone, Debug, Default)]
+pub struct TableProgress {
+    pub keys_merged: u64,
+    /// Next offset to consume, per partition, as committed to the table.
+    pub committed: HashMap<i32, i64>,
+}
+
+pub type Status = Arc<Mutex<HashMap<String, TableProgress>>>;
+
+pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
+    let p = cfg.processor.as_str();
+    health::report(p, "starting", "");
+    let registry = RegistryClient::new(&cfg.registry_url);
+    let mut decoder = ChangeDecoder::new(&registry);
+    admin::ensure_topics(&cfg.brokers, &[admin::TopicSpec { name: cfg.dead_letter_topic.clone(), partitions: 1, compact: false }]).await?;
+    let dlq: FutureProducer = producer_config(&cfg.brokers, None).create()?;
+    let consumer: StreamConsumer = consumer_config(&cfg.brokers, &format!("funnel-{p}")).create()?;
+
+    let mut writers: HashMap<String, MergeWriter> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for t in &cfg.tables {
+        let n = wait_for_topic(&cfg.brokers, &t.topic).await?;
+        let url = super::table::url_of(&t.path)?;
+        let committed = offsets::committed(&url, p, &t.topic, n).await?;
+        let mut progress = TableProgress::default();
+        for (part, off) in committed.iter().enumerate() {
+            tpl.add_partition_offset(&t.topic, part as i32, off.map(|o| Offset::Offset(o + 1)).unwrap_or(Offset::Beginning))?;
+            progress.committed.insert(part as i32, off.map(|o| o + 1).unwrap_or(0));
+        }
+        if let Ok(mut s) = status.lock() {
+            s.insert(t.topic.clone(), progress);
+        }
+        if let RowShape::Keyed { value_schema } = &t.shape {
+            let schema = apache_avro::Schema::parse_str(value_schema).context("sink value schema")?;
+            let columns = columns_of_record(&schema).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
+            writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
+        }
+        tracing::info!(processor = p, topic = t.topic, table = %t.path.display(), ?committed, "resuming merged table");
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    let ends = if cfg.until_caught_up { Some(crate::kafka::remaining_ends(&consumer, &tpl)?) } else { None };
+    let progress: lag::Progress = Default::default();
+    lag::spawn_reporter(p, &cfg.brokers, &progress)?;
+    health::report(p, "running", format!("{} tables", cfg.tables.len()));
+
+    let mut oldest: Option<Instant> = None;
+    let mut last_end_check = Instant::now();
+    let mut total = 0u64;
+    loop {
+        if shutdown::requested() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+            Err(_) => {}
+            Ok(Err(e)) => {
+                metrics().errors.with_label_values(&[p, "consume"]).inc();
+                tracing::warn!(processor = p, error = %e, "consume error");
+            }
+            Ok(Ok(m)) => {
+                metrics().records_in.with_label_values(&[p, m.topic()]).inc();
+                oldest.get_or_insert_with(Instant::now);
+                let table = cfg.tables.iter().find(|t| t.topic == m.topic()).context("record of an unassigned topic")?;
+                let outcome = apply(&table.clone(), &m, &registry, &mut decoder, &mut writers, cfg.checkpoint_interval).await?;
+                if let Err(reason) = outcome {
+                    metrics().dead_letters.with_label_values(&[p, m.topic()]).inc();
+                    let dl = dead_letters::DeadLetter { processor: p, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason };
+                    dead_letters::send(&dlq, &cfg.dead_letter_topic, dl).await?;
+                    if let Some(w) = writers.get_mut(m.topic()) {
+                        w.note_offset(m.partition(), m.offset());
+                    }
+                }
+            }
+        }
+        let at_end = match &ends {
+            Some(e) if last_end_check.elapsed() >= Duration::from_millis(100) => {
+                last_end_check = Instant::now();
+                crate::kafka::reached(&consumer, e)
+            }
+            _ => false,
+        };
+        let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || (at_end && oldest.is_some());
+        if due {
+            total += flush(p, &mut writers, &status, &progress).await?;
+            oldest = None;
+        }
+        if at_end && oldest.is_none() {
+            break;
+        }
+    }
+    total += flush(p, &mut writers, &status, &progress).await?;
+    tracing::info!(processor = p, keys = total, "merge sink stopped cleanly");
+    Ok(total)
+}
+
+/// Turn one record into a buffered change. `Ok(Err(reason))` = dead letter.
+async fn apply(
+    table: &SinkTable,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    registry: &RegistryClient,
+    decoder: &mut ChangeDecoder,
+    writers: &mut HashMap<String, MergeWriter>,
+    checkpoint_interval: u32,
+) -> Result<Result<(), String>> {
+    let (part, off) = (m.partition(), m.offset());
+    match &table.shape {
+        RowShape::Keyed { .. } => {
+            let w = writers.get_mut(&table.topic).context("keyed writer opened at start")?;
+            let (bytes, delete) = match m.payload() {
+                Some(v) => (v, false),
+                None => (m.key().unwrap_or_default(), true),
+            };
+            let fields = match serialization::decode(registry, bytes).await {
+                Ok((_, Value::Record(f))) => f,
+                Ok(_) => return Ok(Err("not an Avro record".into())),
+                Err(serialization::WireError::Registry(e)) => return Err(e.into()),
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            Ok(w.change(&fields, delete, None, part, off))
+        }
+        RowShape::Cdc => {
+            let Some(bytes) = m.payload() else {
+                // The tombstone after a delete: the delete event itself carried the change.
+                if let Some(w) = writers.get_mut(&table.topic) {
+                    w.note_offset(part, off);
+                }
+                return Ok(Ok(()));
+            };
+            let c = match decoder.decode(bytes).await? {
+                Ok(c) => c,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            if !writers.contains_key(&table.topic) {
+                let key = if table.key.is_empty() {
+                    let Some(Ok((key_id, _))) = m.key().map(serialization::split) else { return Ok(Err("CDC record without an Avro key".into())) };
+                    match columns_of_record(&*registry.schema_by_id(key_id).await?) {
+                        Some(cols) => cols.into_iter().map(|c| c.name).collect(),
+                        None => return Ok(Err(format!("key schema {key_id} is not a record"))),
+                    }
+                } else {
+                    table.key.clone()
+                };
+                let url = super::table::url_of(&table.path)?;
+                let w = MergeWriter::open(&table.topic, &url, &table.comment, c.columns.as_ref().clone(), key, true, checkpoint_interval).await?;
+                writers.insert(table.topic.clone(), w);
+            }
+            let w = writers.get_mut(&table.topic).context("writer present")?;
+            Ok(w.change(&c.row, c.is_delete(), Some(c.pos), part, off))
+        }
+    }
+}
+
+async fn flush(processor: &str, writers: &mut HashMap<String, MergeWriter>, status: &Status, progress: &lag::Progress) -> Result<u64> {
+    let mut total = 0;
+    for w in writers.values_mut() {
+        if w.offsets.is_empty() {
+            continue;
+        }
+        let offsets: Vec<(i32, i64)> = w.offsets.iter().map(|(p, o)| (*p, *o)).collect();
+        let t0 = Instant::now();
+        let n = w.flush(processor).await?;
+        metrics().records_out.with_label_values(&[processor, &w.topic]).inc_by(n as u64);
+        metrics().batch_seconds.with_label_values(&[processor]).observe(t0.elapsed().as_secs_f64());
+        if let Ok(mut s) = status.lock() {
+            let e = s.entry(w.topic.clone()).or_default();
+            e.keys_merged += n as u64;
+            for (p, o) in &offsets {
+                e.committed.insert(*p, o + 1);
+            }
+        }
+        for (p, o) in offsets {
+            lag::advance(progress, &w.topic, p, o + 1);
+        }
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// A topic's partition count, waiting for the topic to appear (its producer may start later).
+pub async fn wait_for_topic(brokers: &str, topic: &str) -> Result<i32> {
+    let mut waited = 0u32;
+    loop {
+        if admin::list_topics(brokers)?.iter().any(|t| t == topic) {
+            return admin::partition_count(brokers, topic);
+        }
+        if shutdown::requested() {
+            anyhow::bail!("stopped while waiting for topic {topic}");
+        }
+        if waited % 10 == 0 {
+            tracing::info!(topic, "waiting for the topic to be created (is its producer running?)");
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! The lead pipeline (the seed's lead processor, rebuilt on the backbone's topics):
+//! `seller-metrics` (order items → lifetime metrics per seller), `leads` (MQLs ⟕ closed deals
+//! ⟕ seller metrics → the lead dimension, its processed events and the gold Delta table
+//! `gold/m_dim.lead`). The staging side (silver `m_data` tables, load events, the service
+//! API) is `crate::loader`.
+
+pub mod join;
+pub mod lead;
+pub mod names;
+pub mod replay;
+pub mod seller_metrics;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::kafka::batch_producer::Delivery;
+use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
+use crate::registry::RegistryClient;
+use crate::runtime::processor::{self, LoopConfig};
+use names::LeadTopics;
+
+/// The Avro schemas of the lead pipeline's topics (the files under schemas/ are the source).
+pub mod schemas {
+    pub const SELLER_KEY: &str = include_str!("../../schemas/ecommerce/ecommerce.seller.metrics.v1-key.avsc");
+    pub const SELLER_VALUE: &str = include_str!("../../schemas/ecommerce/ecommerce.seller.metrics.v1-value.avsc");
+    pub const LEAD_KEY: &str = include_str!("../../schemas/marketing/marketing.lead.v1-key.avsc");
+    pub const LEAD_VALUE: &str = include_str!("../../schemas/marketing/marketing.lead.v1-value.avsc");
+    pub const LEAD_PROCESSED_VALUE: &str = include_str!("../../schemas/marketing/marketing.lead.processed.v1-value.avsc");
+    pub const LOADED_KEY: &str = include_str!("../../schemas/marketing/marketing.data.loaded.v1-key.avsc");
+    pub const LOADED_VALUE: &str = include_str!("../../schemas/marketing/marketing.data.loaded.v1-value.avsc");
+}
+
+pub const GOLD_PROCESSOR: &str = "leads-gold";
+
+/// `<lake>/gold/m_dim.lead`.
+pub fn gold_path(lake: &Path) -> std::path::PathBuf {
+    crate::lake::table::path(lake, "gold", "m_dim.lead")
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LeadsConfig {
+    /// Records per transaction of the seller-metrics and leads processors.
+    #[arg(long = "leads-batch", default_value_t = 5000)]
+    pub batch_max: usize,
+    /// Longest wait to fill a batch (end-to-end latency floor).
+    #[arg(long = "leads-batch-ms", default_value_t = 200)]
+    pub batch_ms: u64,
+    /// Gold table commit interval.
+    #[arg(long = "gold-flush-ms", default_value_t = 500)]
+    pub gold_flush_ms: u64,
+}
+
+fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<String>, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> LoopConfig {
+    let mut c = LoopConfig::new(processor, brokers, inputs, delivery);
+    c.group_id = topics.group(processor);
+    c.dead_letter_topic = topics.dead_letters(processor);
+    c.batch_max = cfg.batch_max;
+    c.batch_ms = cfg.batch_ms;
+    c.stop_when_idle = stop_when_idle;
+    c
+}
+
+/// `funnel run seller-metrics`.
+pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
+    let registry = RegistryClient::new(registry_url);
+    for t in [&topics.order_items, &topics.sellers] {
+        merge_sink::wait_for_topic(brokers, t).await?;
+    }
+    ensure_dead_letters(brokers, &topics, seller_metrics::PROCESSOR).await?;
+    let transform = seller_metrics::SellerMetricsTransform::open(brokers, &registry, topics.clone()).await?;
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
+    let lc = loop_config(seller_metrics::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+    processor::run(lc, transform).await.context("seller-metrics")
+}
+
+/// `funnel run leads`: the join, and the gold table written from its output topic.
+pub async fn run_leads(brokers: &str, registry_url: &str, lake: &Path, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
+    let registry = RegistryClient::new(registry_url);
+    for t in [&topics.mqls, &topics.closed_deals] {
+        merge_sink::wait_for_topic(brokers, t).await?;
+    }
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
+    ensure_dead_letters(brokers, &topics, join::PROCESSOR).await?;
+    let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
+    let lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+    let gold = gold_config(brokers, registry_url, lake, &topics, cfg, stop_when_idle);
+    if stop_when_idle {
+        // Bounded (replay, tests): the join first, then the gold table up to its output.
+        processor::run(lc, transform).await.context("leads")?;
+        merge_sink::run(gold, Default::default()).await.context("leads gold table")?;
+        return Ok(());
+    }
+    let join = async { processor::run(lc, transform).await.context("leads") };
+    let gold = async { merge_sink::run(gold, Default::default()).await.map(|_| ()).context("leads gold table") };
+    tokio::try_join!(join, gold)?;
+    Ok(())
+}
+
+pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &LeadTopics, cfg: &LeadsConfig, until_caught_up: bool) -> SinkConfig {
+    SinkConfig {
+        processor: GOLD_PROCESSOR.into(),
+        brokers: brokers.into(),
+        registry_url: registry_url.into(),
+        dead_letter_topic: topics.dead_letters(GOLD_PROCESSOR),
+        tables: vec![SinkTable {
+            topic: topics.lead.clone(),
+            path: gold_path(lake),
+            key: vec!["lead_id".into()],
+            shape: RowShape::Keyed { value_schema: schemas::LEAD_VALUE.into() },
+            comment: "gold m_dim.lead: the lead dimension, merged by lead_id from marketing.lead.v1".into(),
+        }],
+        flush_ms: cfg.gold_flush_ms,
+        checkpoint_interval: 20,
+        until_caught_up,
+    }
+}
+
+async fn ensure_dead_letters(brokers: &str, topics: &LeadTopics, processor: &str) -> Result<()> {
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.dead_letters(processor), partitions: 1, compact: false }]).await?;
+    Ok(())
+}

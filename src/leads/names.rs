@@ -1,0 +1,45 @@
+//! The topics of the lead pipeline, resolved for a CDC prefix and a namespace.
+
+use crate::topology::names::TopicNames;
+
+#[derive(Clone, Debug)]
+pub struct LeadTopics {
+    pub names: TopicNames,
+    pub mqls: String,
+    pub closed_deals: String,
+    pub order_items: String,
+    pub sellers: String,
+    pub seller_metrics: String,
+    pub lead: String,
+    pub lead_processed: String,
+    pub data_loaded: String,
+}
+
+impl LeadTopics {
+    pub fn new(names: TopicNames) -> Self {
+        LeadTopics {
+            mqls: names.cdc("marketing.marketing_qualified_leads"),
+            closed_deals: names.cdc("marketing.closed_deals"),
+            order_items: names.cdc("ecommerce.order_items"),
+            sellers: names.cdc("ecommerce.sellers"),
+            seller_metrics: names.owned("ecommerce.seller.metrics.v1"),
+            lead: names.owned("marketing.lead.v1"),
+            lead_processed: names.owned("marketing.lead.processed.v1"),
+            data_loaded: names.owned("marketing.data.loaded.v1"),
+            names,
+        }
+    }
+
+    pub fn changelog(&self, processor: &str, store: &str) -> String {
+        self.names.changelog(processor, store)
+    }
+
+    /// Consumer group and transactional id of a processor.
+    pub fn group(&self, processor: &str) -> String {
+        self.names.owned(&format!("funnel-{processor}"))
+    }
+
+    pub fn dead_letters(&self, processor: &str) -> String {
+        self.names.owned(&crate::kafka::dead_letters::topic_for(processor))
+    }
+}
