@@ -30,37 +30,45 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "olist").await?;
     let stale: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?
         .into_iter()
-        .filter(|t| t.starts_with("olist.") || t.starts_with("_funnel.cdc.state.olist") || t.starts_with("funnel.dlq."))
+        .filter(|t| {
+            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing."].iter().any(|p| t.starts_with(p))
+        })
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
     let lake = ep.lake_root()?;
-    let bronze = lake.join("bronze");
-    if bronze.exists() {
-        std::fs::remove_dir_all(&bronze).with_context(|| format!("clearing {}", bronze.display()))?;
+    for layer in ["bronze", "silver", "gold"] {
+        let dir = lake.join(layer);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
     }
     let topology = crate::topology::Topology::load(topology_dir)?;
     let registry = crate::registry::RegistryClient::new(&ep.registry_url);
     let created = topology.create(&ep.brokers, &registry).await?;
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
-    println!("\n== 4/5 processors cdc + bronze (background, logs in {})", dirs.state()?.join("processors.log").display());
+    println!("\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads (background, logs in {})", dirs.state()?.join("processors.log").display());
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["run", "cdc", "bronze", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
+    cmd.args(["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
         .env("FUNNEL_BROKERS", &ep.brokers)
         .env("FUNNEL_SCHEMA_REGISTRY_URL", &ep.registry_url)
         .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
         .env("FUNNEL_LAKE_DIR", &lake);
     stack::start_processors(dirs, cmd)?;
     wait_for_bronze(&lake, source_rows, dirs).await?;
+    let mqls = report.tables.iter().find(|t| t.0 == "marketing.marketing_qualified_leads").map(|t| t.1).unwrap_or(0);
+    wait_for_leads(&lake, mqls, dirs).await?;
 
     println!("\n== 5/5 summary");
     crate::summary::print(ep, "olist").await?;
+    crate::summary::print_leads(&lake).await?;
     println!(
         "\ndone in {:.0?}. The processors keep running: change rows in Postgres and watch them arrive.\n\
          \x20 psql {}\n\
          \x20 funnel summary                                  # counts again\n\
          \x20 curl -s http://127.0.0.1:{DEFAULT_HTTP_PORT}/metrics | grep funnel_   # processor metrics\n\
          \x20 funnel cdc status                               # CDC progress\n\
+         \x20 funnel load && funnel health                    # the data loader's API (port {DEFAULT_HTTP_PORT})\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),
@@ -90,6 +98,28 @@ async fn wait_for_bronze(lake: &Path, expected: u64, dirs: &StackDirs) -> Result
         }
         if Instant::now() > deadline {
             bail!("bronze holds {rows} of {expected} rows after 30 minutes; see the processors' log");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Wait until the gold lead dimension has a row per MQL (seller metrics may still be settling).
+async fn wait_for_leads(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
+    let bar = ProgressBar::new(expected);
+    bar.set_style(ProgressStyle::with_template("leads → gold m_dim.lead [{bar:30}] {pos}/{len} leads").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let rows = crate::summary::delta_rows(&crate::leads::gold_path(lake)).await.ok().flatten().unwrap_or(0);
+        bar.set_position(rows.max(0) as u64);
+        if rows as u64 >= expected {
+            bar.finish();
+            return Ok(());
+        }
+        if !stack::processors_running(dirs) {
+            bail!("the processors stopped; see {}", dirs.state()?.join("processors.log").display());
+        }
+        if Instant::now() > deadline {
+            bail!("gold m_dim.lead holds {rows} of {expected} leads after 15 minutes; see the processors' log");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -71,9 +71,10 @@ enum Command {
     },
     /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
     Run {
-        /// Processors: cdc, bronze, seller-metrics, leads (with its gold table), passthrough
+        /// Processors: cdc, bronze, loader (silver staging, load events and the data-loader
+        /// API on --http-port), seller-metrics, leads (with its gold table), passthrough
         /// (copies --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "seller-metrics", "leads", "passthrough"])]
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -94,8 +95,19 @@ enum Command {
         #[command(flatten)]
         leads: funnel::leads::LeadsConfig,
         #[command(flatten)]
+        loader: funnel::loader::LoaderConfig,
+        #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
+    /// Ask a running loader (`funnel run loader`) to re-snapshot the marketing tables; prints
+    /// the load event (per-table records, duration, integrity) and fails when the load failed.
+    Load {
+        /// The loader's HTTP address.
+        #[arg(long, env = "FUNNEL_LOADER_URL", default_value = "http://127.0.0.1:9464")]
+        url: String,
+    },
+    /// Check the broker, schema registry, source database and lake; fails when one is down.
+    Health,
     /// Rebuild a processor's state from its input topics (stop the processor first):
     /// deletes its changelogs (leads: also its output topic and gold table), rewinds its
     /// consumer group, runs it to the end of its inputs and exits.
@@ -291,11 +303,17 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, cdc, bronze, leads, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, cdc, bronze, leads, loader, ns, passthrough_from, passthrough_to, loop_delivery } => {
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
-            http::spawn(http_port).await?;
             let mut tasks = tokio::task::JoinSet::new();
+            if processors.iter().any(|p| p == "loader") {
+                let l = funnel::loader::Loader::new(&ep, &ep.lake_root()?, topics.clone(), cdc.clone(), loader.clone()).await?;
+                http::spawn(http_port, Some(funnel::loader::service::router(l.clone()))).await?;
+                tasks.spawn(async move { l.run().await.context("loader") });
+            } else {
+                http::spawn(http_port, None).await?;
+            }
             for p in processors {
                 let ep = ep.clone();
                 match p.as_str() {
@@ -310,6 +328,7 @@ async fn run(cli: Cli) -> Result<()> {
                             funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg).await.map(|_| ()).context("bronze")
                         });
                     }
+                    "loader" => {}
                     "seller-metrics" => {
                         let (topics, cfg) = (topics.clone(), leads.clone());
                         tasks.spawn(async move { funnel::leads::run_seller_metrics(&ep.brokers, &ep.registry_url, topics, loop_delivery, &cfg, false).await });
@@ -337,6 +356,51 @@ async fn run(cli: Cli) -> Result<()> {
                     shutdown::request();
                     return Err(e);
                 }
+            }
+            Ok(())
+        }
+        Command::Load { url } => {
+            let resp = reqwest::Client::new()
+                .post(format!("{}/load", url.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(900))
+                .send()
+                .await
+                .with_context(|| format!("no loader at {url} (start one with `funnel run loader`)"))?;
+            let code = resp.status();
+            let event: serde_json::Value = resp.json().await.context("the loader's answer is not JSON")?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["table", "status", "records", "ms", "source", "topic", "staged", "error"]);
+            let num = |v: &serde_json::Value| v.as_i64().map(|n| n.to_string()).unwrap_or("-".into());
+            for t in event["tables"].as_array().cloned().unwrap_or_default() {
+                let i = &t["integrity"];
+                table.add_row(vec![
+                    t["table"].as_str().unwrap_or("?").to_string(),
+                    t["status"].as_str().unwrap_or("?").to_string(),
+                    num(&t["records_loaded"]),
+                    num(&t["duration_ms"]),
+                    num(&i["source_rows"]),
+                    num(&i["topic_rows"]),
+                    num(&i["staged_rows"]),
+                    t["error"].as_str().unwrap_or("").to_string(),
+                ]);
+            }
+            println!("{} {}\n{table}", event["event_type"].as_str().unwrap_or("load"), event["load_id"].as_str().unwrap_or(""));
+            if !code.is_success() {
+                anyhow::bail!("load failed ({code}): {}", event["error"].as_str().unwrap_or("see the table above"));
+            }
+            Ok(())
+        }
+        Command::Health => {
+            let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["dependency", "state", "detail"]);
+            for c in &checks {
+                table.add_row(vec![c.dependency.clone(), if c.ok { "ok" } else { "FAILING" }.to_string(), c.detail.clone()]);
+            }
+            println!("{table}");
+            let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.dependency.as_str()).collect();
+            if !failing.is_empty() {
+                anyhow::bail!("failing: {}", failing.join(", "));
             }
             Ok(())
         }

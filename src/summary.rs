@@ -88,3 +88,38 @@ pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
     println!("{table}");
     Ok(())
 }
+
+/// The lead pipeline's tables: silver staging, the gold lead dimension and its key figures.
+pub async fn print_leads(lake: &std::path::Path) -> Result<()> {
+    let ctx = crate::lake::query::context(lake).await?;
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["lake table", "rows", "what"]);
+    for (name, what) in [
+        ("silver_m_data_marketing_qualified_lead", "MQLs staged by the loader"),
+        ("silver_m_data_closed_deal", "closed deals staged by the loader"),
+        ("gold_m_dim_lead", "the lead dimension"),
+    ] {
+        let rows = crate::lake::query::rows(&ctx, &format!("SELECT count(*) AS n FROM {name}")).await.ok().and_then(|r| r.first().and_then(|r| r.get("n").and_then(serde_json::Value::as_i64)));
+        table.add_row(vec![name.to_string(), rows.map(|n| n.to_string()).unwrap_or("-".into()), what.to_string()]);
+    }
+    println!("{table}");
+    let figures = crate::lake::query::rows(
+        &ctx,
+        "SELECT count(*) AS leads, sum(CASE WHEN is_closed_deal = 'Is closed deal' THEN 1 ELSE 0 END) AS closed, \
+         count(seller_fk) AS with_seller, sum(number_of_orders_lifetime) AS orders, round(sum(revenue_lifetime), 2) AS revenue FROM gold_m_dim_lead",
+    )
+    .await;
+    if let Ok(Some(f)) = figures.map(|r| r.into_iter().next()) {
+        let v = |k: &str| f.get(k).map(|v| v.to_string()).unwrap_or("-".into());
+        println!(
+            "gold m_dim.lead: {} leads, {} closed deals, {} with a known seller ({} lifetime orders, revenue {}); read it with any Delta reader at {}",
+            v("leads"),
+            v("closed"),
+            v("with_seller"),
+            v("orders"),
+            v("revenue"),
+            crate::leads::gold_path(lake).display()
+        );
+    }
+    Ok(())
+}

@@ -316,12 +316,12 @@ pub async fn reset(pg_url: &str, brokers: &str, registry_url: &str, name: &str) 
     for r in client.query("SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE $1", &[&pattern]).await? {
         let slot: String = r.get(0);
         client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await?;
-        println!("dropped slot {slot}");
+        tracing::info!(slot, "replication slot dropped");
     }
     ensure_topics(brokers, &[TopicSpec { name: state::topic(name), partitions: 1, compact: true }]).await?;
     let producer = BatchProducer::new(brokers, &format!("funnel-cdc-{name}-reset"), Delivery::AtLeastOnce).await?;
     producer.send(&[OutRecord { topic: state::topic(name), key: state::key(&registry, name).await?, value: None }]).await?;
-    println!("progress of connector {name} cleared; the next `funnel run cdc` snapshots again");
+    tracing::info!(connector = name, "progress cleared; the next `funnel run cdc` snapshots again");
     Ok(())
 }
 

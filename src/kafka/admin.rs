@@ -88,25 +88,34 @@ pub async fn delete_topics(brokers: &str, names: &[String]) -> Result<()> {
 }
 
 /// Point a consumer group at the beginning of `topics` (the group must have no live member).
-/// Committed as the low watermark of each partition, which works on brokers without
-/// DeleteGroups.
+/// The offsets are committed by joining the group (brokers such as tansu refuse commits from
+/// non-members), as the low watermark of each partition.
 pub async fn rewind_group(brokers: &str, group: &str, topics: &[String]) -> Result<()> {
-    let consumer: BaseConsumer = super::consumer_config(brokers, group).create().context("creating consumer")?;
-    let mut parts = vec![];
-    for t in topics {
-        if !list_topics(brokers)?.contains(t) {
-            continue;
+    let existing = list_topics(brokers)?;
+    let topics: Vec<String> = topics.iter().filter(|t| existing.contains(t)).cloned().collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let (b, g) = (brokers.to_string(), group.to_string());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let consumer: BaseConsumer = super::consumer_config(&b, &g).create().context("creating consumer")?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while consumer.assignment()?.count() == 0 {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("could not join consumer group {g} within 60 s (is the processor still running?)");
+            }
+            let _ = consumer.poll(Duration::from_millis(200));
         }
-        for p in 0..partition_count(brokers, t)? {
-            parts.push((t.clone(), p));
+        let parts: Vec<(String, i32)> = consumer.assignment()?.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (t, p, lo, _) in super::watermarks(&consumer, &parts)? {
+            tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(lo))?;
         }
-    }
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (t, p, lo, _) in super::watermarks(&consumer, &parts)? {
-        tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(lo))?;
-    }
-    if tpl.count() > 0 {
-        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).with_context(|| format!("rewinding consumer group {group} (is the processor still running?)"))?;
-    }
-    Ok(())
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).with_context(|| format!("rewinding consumer group {g}"))?;
+        consumer.unsubscribe();
+        Ok(())
+    })
+    .await?
 }

@@ -61,7 +61,8 @@ pub struct SinkConfig {
 #[derive(Clone, Debug, Default)]
 pub struct TableProgress {
     pub keys_merged: u64,
-    /// Next offset to consume, per partition, as committed to the table.
+    /// Next offset to consume, per partition, as committed to the table (or, when nothing is
+    /// buffered, the consumer's position: markers and tombstones need no commit).
     pub committed: HashMap<i32, i64>,
 }
 
@@ -105,6 +106,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
 
     let mut oldest: Option<Instant> = None;
     let mut last_end_check = Instant::now();
+    let mut last_position_report = Instant::now();
     let mut total = 0u64;
     loop {
         if shutdown::requested() {
@@ -145,6 +147,12 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         }
         if at_end && oldest.is_none() {
             break;
+        }
+        // With nothing buffered, everything up to the consumer's position is committed — including
+        // transaction markers and tombstones past the last row, which no row offset covers.
+        if oldest.is_none() && last_position_report.elapsed() >= Duration::from_millis(500) {
+            last_position_report = Instant::now();
+            report_position(&consumer, &status);
         }
     }
     total += flush(p, &mut writers, &status, &progress).await?;
@@ -233,6 +241,18 @@ async fn flush(processor: &str, writers: &mut HashMap<String, MergeWriter>, stat
         total += n as u64;
     }
     Ok(total)
+}
+
+fn report_position(consumer: &StreamConsumer, status: &Status) {
+    let Ok(position) = consumer.position() else { return };
+    if let Ok(mut s) = status.lock() {
+        for e in position.elements() {
+            if let (Offset::Offset(o), Some(t)) = (e.offset(), s.get_mut(e.topic())) {
+                let c = t.committed.entry(e.partition()).or_insert(o);
+                *c = (*c).max(o);
+            }
+        }
+    }
 }
 
 /// A topic's partition count, waiting for the topic to appear (its producer may start later).

@@ -42,10 +42,10 @@ pub fn gold_path(lake: &Path) -> std::path::PathBuf {
 pub struct LeadsConfig {
     /// Records per transaction of the seller-metrics and leads processors.
     #[arg(long = "leads-batch", default_value_t = 5000)]
-    pub batch_max: usize,
+    pub leads_batch_max: usize,
     /// Longest wait to fill a batch (end-to-end latency floor).
     #[arg(long = "leads-batch-ms", default_value_t = 200)]
-    pub batch_ms: u64,
+    pub leads_batch_ms: u64,
     /// Gold table commit interval.
     #[arg(long = "gold-flush-ms", default_value_t = 500)]
     pub gold_flush_ms: u64,
@@ -55,8 +55,8 @@ fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<
     let mut c = LoopConfig::new(processor, brokers, inputs, delivery);
     c.group_id = topics.group(processor);
     c.dead_letter_topic = topics.dead_letters(processor);
-    c.batch_max = cfg.batch_max;
-    c.batch_ms = cfg.batch_ms;
+    c.batch_max = cfg.leads_batch_max;
+    c.batch_ms = cfg.leads_batch_ms;
     c.stop_when_idle = stop_when_idle;
     c
 }

@@ -8,27 +8,28 @@ use axum::{Json, Router};
 
 use super::{health, metrics};
 
-pub fn router() -> Router {
-    Router::new()
-        .route("/metrics", get(|| async { metrics::render() }))
-        .route(
+/// `/health` from the processors' own reports.
+pub fn health_router() -> Router {
+    Router::new().route(
             "/health",
             get(|| async {
                 let status = if health::all_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, Json(serde_json::json!({"status": if status == StatusCode::OK {"ok"} else {"failing"}, "processors": health::snapshot()}))).into_response()
             }),
-        )
+    )
 }
 
-/// Serve `/metrics` and `/health` on 127.0.0.1:`port` in the background (port 0 disables it).
-pub async fn spawn(port: u16) -> Result<()> {
+/// Serve `/metrics` and `routes` (by default `health_router`) on 127.0.0.1:`port` in the
+/// background (port 0 disables it). A service with its own API passes its routes, /health included.
+pub async fn spawn(port: u16, routes: Option<Router>) -> Result<()> {
     if port == 0 {
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding metrics port {port} (set --http-port)"))?;
     tracing::info!(port, "metrics and health on http://127.0.0.1:{port}/metrics");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router()).await {
+        let app = Router::new().route("/metrics", get(|| async { metrics::render() })).merge(routes.unwrap_or_else(health_router));
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });

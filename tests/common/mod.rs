@@ -69,7 +69,7 @@ impl Case {
             .env("FUNNEL_SCHEMA_REGISTRY_URL", &self.stack.registry)
             .env("FUNNEL_SOURCE_PG_URL", &self.db_url)
             .env("FUNNEL_LAKE_DIR", self.lake.path())
-            .env("FUNNEL_LOG", std::env::var("TEST_FUNNEL_LOG").unwrap_or("warn,funnel=info".into()));
+            .env("FUNNEL_LOG", std::env::var("TEST_FUNNEL_LOG").unwrap_or("warn,funnel=info,deltalake_core::operations::merge=error".into()));
         c
     }
 

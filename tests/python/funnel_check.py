@@ -192,6 +192,22 @@ def check_bronze(args, qualified):
     return out
 
 
+def check_silver(args, spec):
+    """A silver table (spec = source.table=staged.table) against the source table."""
+    from deltalake import DeltaTable
+
+    qualified, staged = spec.split("=")
+    pk, cols, expected = pg_table(args.pg, qualified)
+    path = f"{args.lake}/silver/{staged}"
+    rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
+    actual = {tuple(norm(r[k]) for k in pk): {c: norm(r.get(c)) for c in cols} for r in rows}
+    digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
+    out = {"table": staged, "path": path, "silver_rows": len(rows), "digest": digest}
+    out.update(compare(expected, actual, cols))
+    out["actual_rows"] = len(rows)  # duplicates would show here, not in the keyed comparison
+    return out
+
+
 def read_topic(args, topic):
     """Every committed record of a topic, decoded: [(partition, offset, key, value or None)]."""
     registry = SchemaRegistryClient({"url": args.registry})
@@ -269,7 +285,7 @@ def check_leads(args, what):
         from deltalake import DeltaTable
 
         path = f"{args.lake}/gold/m_dim.lead"
-        rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+        rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
         actual = {(norm(r["lead_id"]),): {c: norm(r.get(c)) for c in cols} for r in rows}
         digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
         out = {"check": "gold", "path": path, "gold_rows": len(rows), "digest": digest}
@@ -315,7 +331,7 @@ def check_leads(args, what):
 def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["topics", "bronze", "leads"])
+    ap.add_argument("what", choices=["topics", "bronze", "silver", "leads"])
     ap.add_argument("--pg", required=True)
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--registry", default="http://127.0.0.1:18081")
@@ -327,6 +343,8 @@ def main():
     for t in args.tables:
         if args.what == "leads":
             res = check_leads(args, t)
+        elif args.what == "silver":
+            res = check_silver(args, t)
         else:
             res = check_topic(args, t) if args.what == "topics" else check_bronze(args, t)
         print(json.dumps(res), flush=True)
