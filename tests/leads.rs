@@ -174,5 +174,13 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
     assert_same(&rebuilt);
     assert_eq!(live["digest"], rebuilt["digest"], "replayed m_dim.lead differs from the live one");
     assert_eq!(n(&rebuilt, "gold_rows"), 8000);
-    let _ = sm;
+
+    // 5. Replay of seller-metrics republishes metrics equal to the SQL.
+    case.kill9(sm);
+    let mut replay = leads_args(&case, "seller-metrics");
+    replay[0] = "replay".into();
+    replay.retain(|a| a != "--http-port" && a != "0");
+    case.run_ok(&replay.iter().map(String::as_str).collect::<Vec<_>>());
+    let sellers = case.check_with("leads", &["sellers"], &["--namespace", &case.prefix]).remove(0);
+    assert_same(&sellers);
 }

@@ -100,7 +100,33 @@ async fn loader_stages_reports_loads_and_fails_cleanly_without_its_source() {
     let r = wait_silver_equal(&case, Duration::from_secs(60)).await;
     assert_eq!((r[0]["actual_rows"].as_i64(), r[1]["actual_rows"].as_i64()), (Some(8001), Some(839)), "{r:?}");
 
+    // 2b. kill -9 of the loader while the source changes: silver ends equal, no duplicate row.
+    let mut loader = loader;
+    let mut rng = funnel::olist::synthetic::Rng::new(11);
+    for round in 0..3 {
+        let kill_at = 40 + rng.below(60) as usize;
+        for i in 0..120 {
+            let sql = match rng.below(3) {
+                0 => format!("INSERT INTO marketing.marketing_qualified_leads VALUES ('loader-kill-{round}-{i}', '2018-07-01', 'lp{i}', 'social')"),
+                1 => format!("UPDATE marketing.closed_deals SET declared_monthly_revenue = {} WHERE mql_id IN (SELECT mql_id FROM marketing.closed_deals ORDER BY mql_id LIMIT 1 OFFSET {})", rng.below(10_000), rng.below(800)),
+                _ => format!("DELETE FROM marketing.marketing_qualified_leads WHERE mql_id = 'loader-kill-{round}-{}'", rng.below(i as u64 + 1)),
+            };
+            pg.batch_execute(&sql).await.unwrap();
+            if i == kill_at {
+                case.kill9(loader);
+                loader = case.spawn(&loader_args(&case, port), "loader");
+            }
+        }
+    }
+    case.wait_cdc_caught_up(Duration::from_secs(60)).await;
+    for r in wait_silver_equal(&case, Duration::from_secs(120)).await {
+        assert_eq!(r["expected_rows"], r["actual_rows"], "a duplicate row in silver: {r}");
+    }
+    let live_mqls = pg.query_one("SELECT count(*) FROM marketing.marketing_qualified_leads", &[]).await.unwrap().get::<_, i64>(0);
+    let live_deals = pg.query_one("SELECT count(*) FROM marketing.closed_deals", &[]).await.unwrap().get::<_, i64>(0);
+
     // 3. The service: info, health, a synchronous and an asynchronous load.
+    wait_for(Duration::from_secs(60), "the restarted loader's API", || async { http.get(&base).send().await.is_ok() }).await;
     let info: Json = http.get(&base).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["service"], "funnel data loader", "{info}");
     let health = http.get(format!("{base}/health")).send().await.unwrap();
@@ -112,11 +138,11 @@ async fn loader_stages_reports_loads_and_fails_cleanly_without_its_source() {
     let event: Json = resp.json().await.unwrap();
     assert_eq!(event["event_type"], "marketing-data-loaded", "{event}");
     let mql = event["tables"].as_array().unwrap().iter().find(|t| t["table"] == "m_data.marketing_qualified_lead").unwrap();
-    assert_eq!(mql["records_loaded"], 8001, "the re-snapshot merged every row again: {event}");
-    assert_eq!(mql["integrity"]["staged_rows"], 8001, "{event}");
+    assert_eq!(mql["records_loaded"], live_mqls, "the re-snapshot merged every row again: {event}");
+    assert_eq!(mql["integrity"]["staged_rows"], live_mqls, "{event}");
     assert_eq!(mql["integrity"]["passed"], true, "{event}");
     let after_load = wait_silver_equal(&case, Duration::from_secs(30)).await;
-    assert_eq!((after_load[0]["actual_rows"].as_i64(), after_load[1]["actual_rows"].as_i64()), (Some(8001), Some(839)), "a reload must not duplicate rows");
+    assert_eq!((after_load[0]["actual_rows"].as_i64(), after_load[1]["actual_rows"].as_i64()), (Some(live_mqls), Some(live_deals)), "a reload must not duplicate rows");
     let accepted = http.post(format!("{base}/load-async")).send().await.unwrap();
     assert_eq!(accepted.status(), 202);
     let id = accepted.json::<Json>().await.unwrap()["load_id"].as_str().unwrap().to_string();
