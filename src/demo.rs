@@ -80,36 +80,36 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
 
 /// Wait until every source row is in bronze, with a progress bar.
 async fn wait_for_bronze(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
-    let bar = ProgressBar::new(expected);
-    bar.set_style(ProgressStyle::with_template("snapshot → topics → bronze [{bar:30}] {pos}/{len} rows {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
+    wait_for_rows("snapshot → topics → bronze [{bar:30}] {pos}/{len} rows {per_sec}", "bronze rows", expected, Duration::from_secs(1800), dirs, || async {
         let mut rows = 0i64;
         for t in TABLES {
             rows += crate::summary::delta_rows(&crate::bronze::table_path(lake, &t.topic())).await.ok().flatten().unwrap_or(0);
         }
-        bar.set_position(rows.max(0) as u64);
-        if rows as u64 >= expected {
-            bar.finish();
-            return Ok(());
-        }
-        if !stack::processors_running(dirs) {
-            bail!("the processors stopped; see {}", dirs.state()?.join("processors.log").display());
-        }
-        if Instant::now() > deadline {
-            bail!("bronze holds {rows} of {expected} rows after 30 minutes; see the processors' log");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        rows
+    })
+    .await
 }
 
 /// Wait until the gold lead dimension has a row per MQL (seller metrics may still be settling).
 async fn wait_for_leads(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
+    wait_for_rows("leads → gold m_dim.lead [{bar:30}] {pos}/{len} leads", "gold m_dim.lead rows", expected, Duration::from_secs(900), dirs, || async {
+        crate::summary::delta_rows(&crate::leads::gold_path(lake)).await.ok().flatten().unwrap_or(0)
+    })
+    .await
+}
+
+/// Poll `count` with a progress bar until it reaches `expected`; fail when the background
+/// processors died or `timeout` passed.
+async fn wait_for_rows<F, Fut>(template: &str, what: &str, expected: u64, timeout: Duration, dirs: &StackDirs, count: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
     let bar = ProgressBar::new(expected);
-    bar.set_style(ProgressStyle::with_template("leads → gold m_dim.lead [{bar:30}] {pos}/{len} leads").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let deadline = Instant::now() + Duration::from_secs(900);
+    bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let deadline = Instant::now() + timeout;
     loop {
-        let rows = crate::summary::delta_rows(&crate::leads::gold_path(lake)).await.ok().flatten().unwrap_or(0);
+        let rows = count().await;
         bar.set_position(rows.max(0) as u64);
         if rows as u64 >= expected {
             bar.finish();
@@ -119,7 +119,7 @@ async fn wait_for_leads(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<
             bail!("the processors stopped; see {}", dirs.state()?.join("processors.log").display());
         }
         if Instant::now() > deadline {
-            bail!("gold m_dim.lead holds {rows} of {expected} leads after 15 minutes; see the processors' log");
+            bail!("{rows} of {expected} {what} after {} s; see the processors' log", timeout.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -18,6 +18,14 @@ fn leads_args(case: &Case, processor: &str) -> Vec<String> {
         .collect()
 }
 
+/// `funnel replay <processor>` with the processor's own flags (the processor is stopped).
+fn replay(case: &Case, processor: &str) {
+    let mut args = leads_args(case, processor);
+    args[0] = "replay".into();
+    args.retain(|a| a != "--http-port" && a != "0");
+    case.run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
 fn n(r: &Json, k: &str) -> i64 {
     r.get(k).and_then(Json::as_i64).unwrap_or(-1)
 }
@@ -166,10 +174,7 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
     // 4. Replay rebuilds an identical m_dim.lead.
     case.kill9(leads);
     let live = case.check_with("leads", &["gold"], &["--namespace", &case.prefix]).remove(0);
-    let mut replay = leads_args(&case, "leads");
-    replay[0] = "replay".into();
-    replay.retain(|a| a != "--http-port" && a != "0");
-    case.run_ok(&replay.iter().map(String::as_str).collect::<Vec<_>>());
+    replay(&case, "leads");
     let rebuilt = case.check_with("leads", &["gold"], &["--namespace", &case.prefix]).remove(0);
     assert_same(&rebuilt);
     assert_eq!(live["digest"], rebuilt["digest"], "replayed m_dim.lead differs from the live one");
@@ -177,10 +182,7 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
 
     // 5. Replay of seller-metrics republishes metrics equal to the SQL.
     case.kill9(sm);
-    let mut replay = leads_args(&case, "seller-metrics");
-    replay[0] = "replay".into();
-    replay.retain(|a| a != "--http-port" && a != "0");
-    case.run_ok(&replay.iter().map(String::as_str).collect::<Vec<_>>());
+    replay(&case, "seller-metrics");
     let sellers = case.check_with("leads", &["sellers"], &["--namespace", &case.prefix]).remove(0);
     assert_same(&sellers);
 }

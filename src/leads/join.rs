@@ -122,7 +122,8 @@ impl LeadsTransform {
         }
     }
 
-    /// Apply an MQL (is_deal = false) or closed-deal change; false when it is a re-send.
+    /// Apply an MQL (is_deal = false) or closed-deal change to the stores; a change not newer
+    /// than the stored one is a re-send and only marks its lead for a (no-op) recompute.
     async fn apply_cdc(&mut self, is_deal: bool, key: &[u8], bytes: &[u8], out: &mut Vec<OutRecord>) -> Result<Outcome> {
         let c = match self.decoder.decode(bytes).await? {
             Ok(c) => c,

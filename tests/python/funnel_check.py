@@ -93,48 +93,15 @@ def compare(expected, actual, cols, tolerant=()):
 def check_topic(args, qualified):
     topic = f"{args.prefix}.{qualified}"
     pk, cols, expected = pg_table(args.pg, qualified)
-    registry = SchemaRegistryClient({"url": args.registry})
-    de = AvroDeserializer(registry)
-    consumer = Consumer({
-        "bootstrap.servers": args.brokers,
-        "group.id": f"funnel-check-{topic}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "broker.address.family": "v4",
-    })
-    md = consumer.list_topics(topic, timeout=10)
-    parts = list(md.topics[topic].partitions.keys())
-    ends = {}
-    assign = []
-    for p in parts:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if hi > lo:
-            ends[p] = hi
-            assign.append(TopicPartition(topic, p, lo))
-    consumer.assign(assign)
     state, ops, positions = {}, {}, set()
     last_pos = {}
     records = tombstones = decode_errors = duplicates = out_of_order = 0
-    done = set(p for p in parts if p not in ends)
-    deadline = time.time() + 600
-    while len(done) < len(parts):
-        if time.time() > deadline:
-            raise RuntimeError(f"{topic}: end of partitions not reached within 600 s")
-        msg = consumer.poll(1.0)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() == -191:  # _PARTITION_EOF
-                done.add(msg.partition())
-            continue
+    for _, _, _, env in read_topic(args, topic):
         records += 1
-        if msg.value() is None:
+        if env is None:
             tombstones += 1
             continue
-        try:
-            env = de(msg.value(), SerializationContext(topic, MessageField.VALUE))
-        except Exception as e:  # noqa: BLE001 - counted and reported
+        if env is DECODE_ERROR:
             decode_errors += 1
             continue
         op = env["op"]
@@ -154,7 +121,6 @@ def check_topic(args, qualified):
             state.pop(key, None)
         else:
             state[key] = {c: norm(image[c]) for c in cols}
-    consumer.close()
     out = {"table": qualified, "topic": topic, "records": records, "tombstones": tombstones, "ops": ops,
            "decode_errors": decode_errors, "duplicate_events": duplicates, "out_of_order": out_of_order}
     out.update(compare(expected, state, cols))
@@ -208,8 +174,12 @@ def check_silver(args, spec):
     return out
 
 
+DECODE_ERROR = object()
+
+
 def read_topic(args, topic):
-    """Every committed record of a topic, decoded: [(partition, offset, key, value or None)]."""
+    """Every committed record of a topic, decoded: [(partition, offset, key, value)], value None
+    for a tombstone and DECODE_ERROR when it does not decode."""
     registry = SchemaRegistryClient({"url": args.registry})
     de = AvroDeserializer(registry)
     consumer = Consumer({
@@ -244,8 +214,11 @@ def read_topic(args, topic):
             if msg.error().code() == -191:  # _PARTITION_EOF
                 done.add(msg.partition())
             continue
-        key = de(msg.key(), SerializationContext(topic, MessageField.KEY))
-        value = None if msg.value() is None else de(msg.value(), SerializationContext(topic, MessageField.VALUE))
+        try:
+            key = de(msg.key(), SerializationContext(topic, MessageField.KEY))
+            value = None if msg.value() is None else de(msg.value(), SerializationContext(topic, MessageField.VALUE))
+        except Exception:  # noqa: BLE001 - counted by the caller
+            key, value = None, DECODE_ERROR
         out.append((msg.partition(), msg.offset(), key, value))
     consumer.close()
     return out
