@@ -97,6 +97,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     let target = cfg.target_file_mb * 1024 * 1024;
     let mut oldest: Option<Instant> = None;
     let mut last_end_check = Instant::now();
+    let mut last_position_report = Instant::now();
     let mut total: u64 = 0;
     loop {
         if shutdown::requested() {
@@ -174,6 +175,11 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
         if due {
             total += flush_all(&mut writers, target, &progress).await?;
             oldest = None;
+        }
+        // Nothing buffered: all consumed is committed, markers included (see lag::advance_to_position).
+        if oldest.is_none() && last_position_report.elapsed() >= Duration::from_millis(500) {
+            last_position_report = Instant::now();
+            lag::advance_to_position(&progress, &consumer);
         }
         let nothing_buffered = oldest.is_none() && writers.values().all(|w| w.pending.is_empty());
         if nothing_buffered && at_end {

@@ -153,6 +153,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         if oldest.is_none() && last_position_report.elapsed() >= Duration::from_millis(500) {
             last_position_report = Instant::now();
             report_position(&consumer, &status);
+            lag::advance_to_position(&progress, &consumer);
         }
     }
     total += flush(p, &mut writers, &status, &progress).await?;

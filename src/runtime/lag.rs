@@ -21,6 +21,18 @@ pub fn advance(progress: &Progress, topic: &str, partition: i32, next: i64) {
     }
 }
 
+/// Record the consumer's position as committed progress. Call it only when everything consumed
+/// is committed: the position also steps over transaction markers, which no record offset covers
+/// (without this a transactional topic shows a lag of one marker per partition forever).
+pub fn advance_to_position<C: rdkafka::consumer::Consumer>(progress: &Progress, consumer: &C) {
+    let Ok(position) = consumer.position() else { return };
+    for e in position.elements() {
+        if let rdkafka::Offset::Offset(o) = e.offset() {
+            advance(progress, e.topic(), e.partition(), o);
+        }
+    }
+}
+
 /// Start the reporter; it ends when the processor drops `progress`.
 pub fn spawn_reporter(processor: &str, brokers: &str, progress: &Progress) -> Result<()> {
     let client: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(brokers).create()?;

@@ -117,6 +117,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             }
         }
         if batch.is_empty() {
+            lag::advance_to_position(&progress, &consumer);
             if cfg.stop_when_idle && consumed_to_end(&consumer)? {
                 break;
             }
@@ -154,6 +155,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         for ((t, part), o) in &next {
             lag::advance(&progress, t, *part, *o);
         }
+        lag::advance_to_position(&progress, &consumer);
         metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
     }
     tracing::info!(processor = p, "processor stopped cleanly");
