@@ -108,6 +108,18 @@ enum Command {
     },
     /// Check the broker, schema registry, source database and lake; fails when one is down.
     Health,
+    /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
+    /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
+    ///
+    ///   funnel sql "SELECT advertising_channel, count(*) FROM gold_m_dim_lead GROUP BY 1 ORDER BY 2 DESC"
+    ///   funnel sql --format csv "SELECT * FROM silver_m_data_closed_deal LIMIT 5"
+    ///   funnel sql "SHOW TABLES"
+    #[command(verbatim_doc_comment)]
+    Sql {
+        query: String,
+        #[arg(long, value_parser = ["table", "json", "csv"], default_value = "table")]
+        format: String,
+    },
     /// Rebuild a processor's state from its input topics (stop the processor first):
     /// deletes its changelogs (leads: also its output topic and gold table), rewinds its
     /// consumer group, runs it to the end of its inputs and exits.
@@ -387,6 +399,23 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{} {}\n{table}", event["event_type"].as_str().unwrap_or("load"), event["load_id"].as_str().unwrap_or(""));
             if !code.is_success() {
                 anyhow::bail!("load failed ({code}): {}", event["error"].as_str().unwrap_or("see the table above"));
+            }
+            Ok(())
+        }
+        Command::Sql { query, format } => {
+            let ctx = funnel::lake::query::context(&ep.lake_root()?).await?;
+            let batches = funnel::lake::query::batches(&ctx, &query).await?;
+            match format.as_str() {
+                "json" => {
+                    for row in funnel::lake::query::to_json(&batches)? {
+                        println!("{}", serde_json::Value::Object(row));
+                    }
+                }
+                "csv" => print!("{}", funnel::lake::query::to_csv(&batches)?),
+                _ => {
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    println!("{}\n({rows} rows)", funnel::lake::query::to_table(&batches)?);
+                }
             }
             Ok(())
         }

@@ -17,6 +17,7 @@ fn every_subcommand_has_help() {
         &["replay"],
         &["load"],
         &["health"],
+        &["sql"],
         &["cdc", "status"],
         &["cdc", "reset"],
         &["schemas"],

@@ -102,6 +102,14 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
     let results = assert_leads_equal_sql(&case);
     let gold = &results[0];
     assert_eq!((n(gold, "gold_rows"), n(gold, "closed_deals"), n(gold, "leads_with_seller")), (8000, 842, 380), "{gold}");
+    // The same table through `funnel sql`, which refuses anything but a query.
+    let out = case.run_ok(&["sql", "--format", "json", "SELECT count(*) AS n, count(seller_fk) AS s FROM gold_m_dim_lead"]);
+    assert_eq!(out.trim(), r#"{"n":8000,"s":380}"#);
+    let table = case.run_ok(&["sql", "SELECT advertising_channel, count(*) AS leads FROM gold_m_dim_lead GROUP BY 1 ORDER BY 2 DESC LIMIT 2"]);
+    assert!(table.contains("organic_search") && table.contains("2296") && table.contains("(2 rows)"), "{table}");
+    let refused = case.funnel().args(["sql", "DROP TABLE gold_m_dim_lead"]).output().unwrap();
+    assert!(!refused.status.success(), "DDL must be refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).to_lowercase().contains("ddl"), "{}", String::from_utf8_lossy(&refused.stderr));
 
     // 2. Incremental: an order with two items for a lead's seller, a closed deal edited,
     //    an order item deleted — each lead row follows within seconds.
