@@ -72,9 +72,10 @@ enum Command {
     /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
     Run {
         /// Processors: cdc, bronze, loader (silver staging, load events and the data-loader
-        /// API on --http-port), seller-metrics, leads (with its gold table), passthrough
-        /// (copies --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "passthrough"])]
+        /// API on --http-port), seller-metrics, leads (with its gold table), domain (olist CDC →
+        /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), passthrough (copies
+        /// --passthrough-from to --passthrough-to; the benchmark baseline).
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -108,6 +109,17 @@ enum Command {
     },
     /// Check the broker, schema registry, source database and lake; fails when one is down.
     Health,
+    /// funnel's HTTP front: POST /topics/{topic} (JSON in, Avro out, like a REST proxy: key and
+    /// value resolved against the topic's latest registered schemas) and GET /api/sql?q=SELECT…
+    /// (read-only SQL over the lake).
+    ///
+    ///   curl -XPOST localhost:5000/topics/dom.customer.profile.upsert.v1 -H 'content-type: application/json' \
+    ///     -d '{"records":[{"key":{"customer_id":"c1"},"value":{"customer_id":"c1","city":"sao paulo","source":"http"}}]}'
+    #[command(verbatim_doc_comment)]
+    Serve {
+        #[arg(long, env = "FUNNEL_SERVE_PORT", default_value_t = funnel::serve::DEFAULT_PORT)]
+        port: u16,
+    },
     /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
     /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
     ///
@@ -352,6 +364,10 @@ async fn run(cli: Cli) -> Result<()> {
                             funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &cfg, false).await
                         });
                     }
+                    "domain" => {
+                        let topics = funnel::domain::DomainTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
+                        tasks.spawn(async move { funnel::domain::run(&ep.brokers, &ep.registry_url, topics, loop_delivery).await });
+                    }
                     "passthrough" => {
                         let (Some(from), Some(to)) = (passthrough_from.clone(), passthrough_to.clone()) else {
                             anyhow::bail!("passthrough needs --passthrough-from TOPIC --passthrough-to TOPIC");
@@ -418,6 +434,10 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Serve { port } => {
+            shutdown::install();
+            funnel::serve::run(&ep, port).await
         }
         Command::Health => {
             let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;

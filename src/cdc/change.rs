@@ -47,6 +47,22 @@ impl Change {
         unscaled(self.get(name)).map(|u| (u, scale))
     }
 
+    /// A decimal column in units of 10^-`scale` (exact; rounded toward zero when the column
+    /// has a finer scale).
+    pub fn units(&self, name: &str, scale: u32) -> Option<i128> {
+        let (u, s) = self.decimal(name)?;
+        Some(if s <= scale { u * 10i128.pow(scale - s) } else { u / 10i128.pow(s - scale) })
+    }
+
+    /// A timestamp column in microseconds since the epoch.
+    pub fn micros(&self, name: &str) -> Option<i64> {
+        match self.get(name) {
+            Some(Value::TimestampMicros(t)) => Some(*t),
+            Some(Value::TimestampMillis(t)) => Some(*t * 1000),
+            _ => None,
+        }
+    }
+
     pub fn from_value(v: Value, columns: Arc<Vec<Column>>) -> Result<Change, String> {
         let Value::Record(env) = v else { return Err("value is not a CDC envelope record".into()) };
         let op = text(field(&env, "op")).ok_or("envelope without op")?.to_string();

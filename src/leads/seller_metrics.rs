@@ -56,15 +56,10 @@ pub struct SellerMetricsTransform {
     dirty: HashSet<String>,
 }
 
-fn units(c: &Change, column: &str) -> Option<i128> {
-    let (u, scale) = c.decimal(column)?;
-    Some(if scale <= SCALE { u * 10i128.pow(SCALE - scale) } else { u / 10i128.pow(scale - SCALE) })
-}
-
 impl Item {
     fn from_change(c: &Change) -> Result<Item, String> {
         let order = c.text("order_id").ok_or("order item without order_id")?;
-        Ok(Item { seller: c.text("seller_id"), order, units: units(c, "price").unwrap_or(0) + units(c, "freight_value").unwrap_or(0), pos: c.pos })
+        Ok(Item { seller: c.text("seller_id"), order, units: c.units("price", SCALE).unwrap_or(0) + c.units("freight_value", SCALE).unwrap_or(0), pos: c.pos })
     }
 }
 

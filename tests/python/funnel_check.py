@@ -301,10 +301,43 @@ def check_leads(args, what):
     raise ValueError(what)
 
 
+def check_domain(args, what):
+    """dom.order.created/updated.v1 and dom.customer.profile.upsert.v1 against sql/checks."""
+    ns = f"{args.namespace}." if args.namespace else ""
+    if what == "orders":
+        cols, expected = sql_rows(args.pg, os.path.join(CHECKS, "domain_orders.sql"), "order_id")
+        state, created, updated, created_per_order = {}, 0, 0, {}
+        for topic in (f"{ns}dom.order.created.v1", f"{ns}dom.order.updated.v1"):
+            for _, _, key, value in read_topic(args, topic):
+                k = (norm(key["order_id"]),)
+                if topic.endswith("created.v1"):
+                    created += 1
+                    created_per_order[k] = created_per_order.get(k, 0) + 1
+                else:
+                    updated += 1
+                if value is None:
+                    state.pop(k, None)
+                    continue
+                row = {c: norm(value.get(c)) for c in cols if c != "items"}
+                row["items"] = str(len(value["items"]))
+                state[k] = row
+        out = {"check": "domain orders", "created_events": created, "updated_events": updated,
+               "orders_created_twice": sum(1 for n in created_per_order.values() if n > 1)}
+        out.update(compare(expected, state, cols, ("item_total", "payment_total")))
+        return out
+    if what == "profiles":
+        cols, expected = sql_rows(args.pg, os.path.join(CHECKS, "domain_profiles.sql"), "customer_id")
+        records = read_topic(args, f"{ns}dom.customer.profile.upsert.v1")
+        out = {"check": "domain profiles", "records": len(records)}
+        out.update(compare(expected, latest_per_key(records, "customer_id", cols), cols))
+        return out
+    raise ValueError(what)
+
+
 def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["topics", "bronze", "silver", "leads"])
+    ap.add_argument("what", choices=["topics", "bronze", "silver", "leads", "domain"])
     ap.add_argument("--pg", required=True)
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--registry", default="http://127.0.0.1:18081")
@@ -316,6 +349,8 @@ def main():
     for t in args.tables:
         if args.what == "leads":
             res = check_leads(args, t)
+        elif args.what == "domain":
+            res = check_domain(args, t)
         elif args.what == "silver":
             res = check_silver(args, t)
         else:
