@@ -18,6 +18,7 @@ fn every_subcommand_has_help() {
         &["load"],
         &["health"],
         &["sql"],
+        &["serve"],
         &["cdc", "status"],
         &["cdc", "reset"],
         &["schemas"],

@@ -102,4 +102,14 @@ impl RegistryClient {
         let (_, body) = self.call(self.http.get(format!("{}/subjects", self.base)), "subjects").await?;
         Ok(body.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default())
     }
+
+    /// The latest schema registered under `subject` (None when the subject does not exist).
+    pub async fn latest(&self, subject: &str) -> Result<Option<(u32, Arc<Schema>)>, RegistryError> {
+        let (status, body) = self.call(self.http.get(format!("{}/subjects/{subject}/versions/latest", self.base)), subject).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        let id = body.get("id").and_then(Json::as_u64).ok_or_else(|| RegistryError::Status { what: subject.into(), status, body: body.to_string() })? as u32;
+        Ok(Some((id, self.schema_by_id(id).await?)))
+    }
 }
