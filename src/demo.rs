@@ -47,9 +47,9 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let created = topology.create(&ep.brokers, &registry).await?;
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
-    println!("\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads (background, logs in {})", dirs.state()?.join("processors.log").display());
+    println!("\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads, domain (background, logs in {})", dirs.state()?.join("processors.log").display());
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
+    cmd.args(["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
         .env("FUNNEL_BROKERS", &ep.brokers)
         .env("FUNNEL_SCHEMA_REGISTRY_URL", &ep.registry_url)
         .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
@@ -58,10 +58,17 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     wait_for_bronze(&lake, source_rows, dirs).await?;
     let mqls = report.tables.iter().find(|t| t.0 == "marketing.marketing_qualified_leads").map(|t| t.1).unwrap_or(0);
     wait_for_leads(&lake, mqls, dirs).await?;
+    let orders = report.tables.iter().find(|t| t.0 == "ecommerce.orders").map(|t| t.1).unwrap_or(0);
+    wait_for_rows("orders → dom.order.created.v1 [{bar:30}] {pos}/{len} orders", "announced orders", orders, Duration::from_secs(900), dirs, || async {
+        let b = ep.brokers.clone();
+        tokio::task::spawn_blocking(move || crate::summary::count_records(&b, "dom.order.created.v1")).await.ok().and_then(Result::ok).map(|c| c.0 as i64).unwrap_or(0)
+    })
+    .await?;
 
     println!("\n== 5/5 summary");
     crate::summary::print(ep, "olist").await?;
     crate::summary::print_leads(&lake).await?;
+    crate::summary::print_domain(&ep.brokers)?;
     println!(
         "\ndone in {:.0?}. The processors keep running: change rows in Postgres and watch them arrive.\n\
          \x20 psql {}\n\

@@ -214,6 +214,14 @@ enum TopicsAction {
 
 #[derive(Subcommand)]
 enum SeedWhat {
+    /// Synthetic customer profiles and orders straight to dom.customer.profile.upsert.v1 and
+    /// dom.order.created.v1 (Avro through the registry), e.g. --customers 1000 --orders 5000 --rate 200.
+    Events {
+        #[command(flatten)]
+        cfg: funnel::domain::seed::SeedEventsConfig,
+        #[command(flatten)]
+        ns: funnel::topology::names::NamespaceArg,
+    },
     /// Create and load the olist database (drops existing olist tables).
     Olist {
         /// Folder with the Olist CSVs (gzip); missing tables are generated to match them.
@@ -317,6 +325,12 @@ async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+        Command::Seed { what: SeedWhat::Events { cfg, ns } } => {
+            let topics = funnel::domain::DomainTopics::new(funnel::topology::names::TopicNames::new("olist", &ns.namespace));
+            let r = funnel::domain::seed::run(&ep.brokers, &ep.registry_url, &topics, &cfg).await?;
+            println!("produced {} profiles to {} and {} orders to {} in {:.1} s", r.profiles, topics.profile, r.orders, topics.order_created, r.seconds);
+            Ok(())
+        }
         Command::Seed { what: SeedWhat::Olist { dir, synthetic_scale } } => {
             let report = funnel::olist::seed::seed(&ep.source_pg_url, &funnel::olist::seed::SeedOptions { dir, synthetic_scale }).await?;
             let mut table = Table::new();

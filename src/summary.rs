@@ -1,54 +1,19 @@
 //! `funnel summary`: records per topic and rows per bronze table, aligned.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Endpoints;
-use crate::kafka::client_config;
 
 /// Records on a topic, counted by reading it (read_committed): transaction markers and
 /// aborted records, which offsets alone would include, are not counted. Tombstones are
 /// returned separately.
 pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
-    let c: BaseConsumer = client_config(brokers).set("group.id", "funnel-summary").set("enable.auto.commit", "false").set("isolation.level", "read_committed").create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts: Vec<(String, i32)> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| (topic.to_string(), p.id()))).collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = vec![];
-    for (t, p, lo, hi) in crate::kafka::watermarks(&c, &parts)? {
-        if hi > lo {
-            tpl.add_partition_offset(&t, p, Offset::Offset(lo))?;
-            ends.push((t, p, hi));
-        }
-    }
-    if ends.is_empty() {
-        return Ok((0, 0));
-    }
-    c.assign(&tpl)?;
     let (mut records, mut tombstones) = (0u64, 0u64);
-    let mut idle = 0;
-    while idle < 10 {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                use rdkafka::Message;
-                if m.payload().is_none() {
-                    tombstones += 1;
-                } else {
-                    records += 1;
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => idle += 1,
-        }
-        if crate::kafka::reached(&c, &ends) {
-            break;
-        }
-    }
+    crate::state::read_topic(brokers, topic, |_, v| match v {
+        Some(_) => records += 1,
+        None => tombstones += 1,
+    })?;
     Ok((records, tombstones))
 }
 
@@ -121,5 +86,17 @@ pub async fn print_leads(lake: &std::path::Path) -> Result<()> {
             crate::leads::gold_path(lake).display()
         );
     }
+    Ok(())
+}
+
+/// The customer 360 domain topics: what the domain processor announced.
+pub fn print_domain(brokers: &str) -> Result<()> {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["domain topic", "records", "tombstones"]);
+    for t in ["dom.customer.profile.upsert.v1", "dom.order.created.v1", "dom.order.updated.v1"] {
+        let (records, tombstones) = count_records(brokers, t)?;
+        table.add_row(vec![t.to_string(), records.to_string(), tombstones.to_string()]);
+    }
+    println!("{table}");
     Ok(())
 }

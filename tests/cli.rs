@@ -13,6 +13,7 @@ fn every_subcommand_has_help() {
         &["topology"],
         &["topics", "create"],
         &["seed", "olist"],
+        &["seed", "events"],
         &["run"],
         &["replay"],
         &["load"],

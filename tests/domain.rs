@@ -100,3 +100,44 @@ async fn domain_topics_equal_the_source_through_changes_and_kill_9() {
     assert_eq!(n(&r[0], "expected_rows"), 99440 + 39, "{}", r[0]);
     assert_eq!(n(&r[0], "updated_events"), updates_before + 2, "one update and one tombstone: {}", r[0]);
 }
+
+/// Every decoded record of a topic, as JSON.
+async fn topic_json(case: &Case, topic: &str) -> Vec<Json> {
+    let registry = funnel::registry::RegistryClient::new(&case.stack.registry);
+    let (b, t) = (case.stack.brokers.clone(), topic.to_string());
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut out = vec![];
+        funnel::state::read_topic(&b, &t, |_, v| out.extend(v.map(<[u8]>::to_vec))).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let mut out = vec![];
+    for v in raw {
+        out.push(Json::try_from(funnel::avro::serialization::decode(&registry, &v).await.unwrap().1).unwrap());
+    }
+    out.sort_by_key(|j| j.to_string());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_events_produce_consistent_deterministic_domain_events() {
+    let case = Case::new("seedev").await;
+    let mut runs = vec![];
+    for ns in ["a", "b"] {
+        let ns = format!("{}{ns}", case.prefix);
+        let out = case.run_ok(&["seed", "events", "--customers", "50", "--orders", "200", "--orders-before-profile", "0.2", "--namespace", &ns]);
+        assert!(out.contains("produced 50 profiles") && out.contains("200 orders"), "{out}");
+        runs.push((topic_json(&case, &format!("{ns}.dom.customer.profile.upsert.v1")).await, topic_json(&case, &format!("{ns}.dom.order.created.v1")).await));
+    }
+    let (profiles, orders) = &runs[0];
+    assert_eq!((profiles.len(), orders.len()), (50, 200));
+    assert_eq!(runs[0], runs[1], "the same seed produces the same events");
+    let ids: std::collections::HashSet<&str> = profiles.iter().map(|p| p["customer_id"].as_str().unwrap()).collect();
+    for o in orders {
+        assert!(ids.contains(o["customer_id"]["string"].as_str().or(o["customer_id"].as_str()).unwrap()), "order of an unknown customer: {o}");
+        let items: f64 = o["items"].as_array().unwrap().iter().map(|i| i["price"]["double"].as_f64().or(i["price"].as_f64()).unwrap() + i["freight"]["double"].as_f64().or(i["freight"].as_f64()).unwrap()).sum();
+        assert!((items - o["item_total"].as_f64().unwrap()).abs() < 0.006, "{o}");
+    }
+    assert!(case.funnel().args(["seed", "events", "--customers", "0", "--orders", "5"]).output().unwrap().status.code() == Some(1), "orders without customers are refused");
+}

@@ -2,7 +2,9 @@
 //! person) and `dom.order.created.v1` / `dom.order.updated.v1` (an order with its items and
 //! payment total). `funnel run domain` derives them from the olist CDC topics (`olist`).
 
+pub mod events;
 pub mod olist;
+pub mod seed;
 
 use anyhow::{Context, Result};
 

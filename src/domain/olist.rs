@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
-use apache_avro::types::Value;
 
+use super::events::{key, Order, OrderItem, Profile};
 use super::DomainTopics;
-use crate::avro::value::nullable;
 use crate::avro::Registered;
 use crate::cdc::change::{Change, ChangeDecoder, Position};
 use crate::kafka::batch_producer::OutRecord;
@@ -204,46 +203,30 @@ impl OlistDomain {
         Ok(())
     }
 
-    fn order_value(&self, id: &str, o: &OrderRow) -> Value {
-        let ts = |t: Option<i64>| nullable(t.map(Value::TimestampMicros));
+    fn order(&self, id: &str, o: &OrderRow) -> Order {
         let items = self.items.get(id);
-        let item_values: Vec<Value> = items
-            .into_iter()
-            .flatten()
-            .map(|(n, i)| {
-                Value::Record(vec![
-                    ("item_id".into(), Value::Int(*n)),
-                    ("product_id".into(), nullable(i.product_id.clone().map(Value::String))),
-                    ("seller_id".into(), nullable(i.seller_id.clone().map(Value::String))),
-                    ("price".into(), nullable(i.price.map(|u| Value::Double(money(u))))),
-                    ("freight".into(), nullable(i.freight.map(|u| Value::Double(money(u))))),
-                ])
-            })
-            .collect();
-        let item_total: i128 = items.into_iter().flatten().map(|(_, i)| i.price.unwrap_or(0) + i.freight.unwrap_or(0)).sum();
-        let payment_total = self.payments.get(id).filter(|p| !p.is_empty()).map(|p| p.values().sum::<i128>());
-        Value::Record(vec![
-            ("order_id".into(), Value::String(id.to_string())),
-            ("customer_id".into(), nullable(self.customers.get(&o.customer_id).map(|c| Value::String(c.unique.clone())))),
-            ("status".into(), nullable(o.status.clone().map(Value::String))),
-            ("purchased_at".into(), ts(o.times[0])),
-            ("approved_at".into(), ts(o.times[1])),
-            ("delivered_carrier_at".into(), ts(o.times[2])),
-            ("delivered_customer_at".into(), ts(o.times[3])),
-            ("estimated_delivery_at".into(), ts(o.times[4])),
-            ("items".into(), Value::Array(item_values)),
-            ("item_total".into(), Value::Double(money(item_total))),
-            ("payment_total".into(), nullable(payment_total.map(|u| Value::Double(money(u))))),
-            ("source".into(), Value::String(SOURCE.into())),
-        ])
+        Order {
+            order_id: id.to_string(),
+            customer_id: self.customers.get(&o.customer_id).map(|c| c.unique.clone()),
+            status: o.status.clone(),
+            times: o.times,
+            items: items
+                .into_iter()
+                .flatten()
+                .map(|(n, i)| OrderItem { item_id: *n, product_id: i.product_id.clone(), seller_id: i.seller_id.clone(), price: i.price.map(money), freight: i.freight.map(money) })
+                .collect(),
+            item_total: money(items.into_iter().flatten().map(|(_, i)| i.price.unwrap_or(0) + i.freight.unwrap_or(0)).sum()),
+            payment_total: self.payments.get(id).filter(|p| !p.is_empty()).map(|p| money(p.values().sum::<i128>())),
+            source: SOURCE.into(),
+        }
     }
 
     fn emit_order(&mut self, id: &str, out: &mut Vec<OutRecord>) -> Result<()> {
-        let key = self.order_key.encode(Value::Record(vec![("order_id".into(), Value::String(id.to_string()))]))?;
+        let key = self.order_key.encode(key("order_id", id))?;
         let seen = self.emitted_orders.get(&key).is_some();
         match self.orders.get(id) {
             Some(o) => {
-                let bytes = self.order_value.encode(self.order_value(id, o))?;
+                let bytes = self.order_value.encode(self.order(id, o).to_value())?;
                 if self.emitted_orders.get(&key) == Some(&bytes) {
                     return Ok(());
                 }
@@ -262,23 +245,12 @@ impl OlistDomain {
 
     /// The person's profile: location from their most recently changed customer record.
     fn emit_profile(&mut self, unique: &str, out: &mut Vec<OutRecord>) -> Result<()> {
-        let key = self.profile_key.encode(Value::Record(vec![("customer_id".into(), Value::String(unique.to_string()))]))?;
+        let key = self.profile_key.encode(key("customer_id", unique))?;
         let latest = self.members.get(unique).into_iter().flatten().filter_map(|id| self.customers.get(id).map(|c| (c.pos, id, c))).max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         match latest {
             Some((_, _, c)) => {
-                let s = |v: &Option<String>| nullable(v.clone().map(Value::String));
-                let value = Value::Record(vec![
-                    ("customer_id".into(), Value::String(unique.to_string())),
-                    ("first_name".into(), nullable(None)),
-                    ("last_name".into(), nullable(None)),
-                    ("email".into(), nullable(None)),
-                    ("city".into(), s(&c.city)),
-                    ("state".into(), s(&c.state)),
-                    ("zip_code_prefix".into(), s(&c.zip)),
-                    ("signup_at".into(), nullable(None)),
-                    ("attributes".into(), Value::Map(Default::default())),
-                    ("source".into(), Value::String(SOURCE.into())),
-                ]);
+                let profile = Profile { customer_id: unique.to_string(), city: c.city.clone(), state: c.state.clone(), zip_code_prefix: c.zip.clone(), source: SOURCE.into(), ..Default::default() };
+                let value = profile.to_value();
                 let bytes = self.profile_value.encode(value)?;
                 self.emitted_profiles.put(key, bytes, out);
             }

@@ -54,7 +54,8 @@ pub struct World {
 /// CSV text of one table, header first.
 pub type Csv = String;
 
-const CITIES: &[(&str, &str, &str)] = &[
+/// (zip prefix, city, state) of a few Brazilian cities.
+pub const CITIES: &[(&str, &str, &str)] = &[
     ("01310", "sao paulo", "SP"),
     ("13023", "campinas", "SP"),
     ("20040", "rio de janeiro", "RJ"),
