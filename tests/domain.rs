@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value as Json;
@@ -20,15 +20,7 @@ fn n(r: &Json, k: &str) -> i64 {
 }
 
 async fn wait_domain_equal(case: &Case, timeout: Duration) -> Vec<Json> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = case.check_with("domain", &["orders", "profiles"], &["--namespace", &case.prefix]);
-        if r.iter().all(|r| n(r, "missing") == 0 && n(r, "extra") == 0 && n(r, "different") == 0) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "domain topics never matched sql/checks: {r:?}\n{}", case.log("domain"));
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    case.wait_checks_equal("domain", &["orders", "profiles"], &["--namespace", &case.prefix], timeout, "domain").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,21 +93,9 @@ async fn domain_topics_equal_the_source_through_changes_and_kill_9() {
     assert_eq!(n(&r[0], "updated_events"), updates_before + 2, "one update and one tombstone: {}", r[0]);
 }
 
-/// Every decoded record of a topic, as JSON.
+/// Every decoded record of a topic, in a stable order (partitions interleave differently per run).
 async fn topic_json(case: &Case, topic: &str) -> Vec<Json> {
-    let registry = funnel::registry::RegistryClient::new(&case.stack.registry);
-    let (b, t) = (case.stack.brokers.clone(), topic.to_string());
-    let raw = tokio::task::spawn_blocking(move || {
-        let mut out = vec![];
-        funnel::state::read_topic(&b, &t, |_, v| out.extend(v.map(<[u8]>::to_vec))).unwrap();
-        out
-    })
-    .await
-    .unwrap();
-    let mut out = vec![];
-    for v in raw {
-        out.push(Json::try_from(funnel::avro::serialization::decode(&registry, &v).await.unwrap().1).unwrap());
-    }
+    let mut out = case.topic_json(topic).await;
     out.sort_by_key(|j| j.to_string());
     out
 }

@@ -49,21 +49,9 @@ fn assert_leads_equal_sql(case: &Case) -> Vec<Json> {
     results
 }
 
-/// Poll until the gold table equals the SQL (the checker takes seconds: poll gently).
+/// Poll until the gold table equals the SQL (the checker takes seconds).
 async fn wait_gold_equal(case: &Case, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = case.check_with("leads", &["gold"], &["--namespace", &case.prefix]);
-        if n(&r[0], "missing") == 0 && n(&r[0], "extra") == 0 && n(&r[0], "different") == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "gold m_dim.lead never matched the SQL: {}\nleads log:\n{}", r[0], tail(&case.log("leads")));
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-}
-
-fn tail(s: &str) -> String {
-    s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    case.wait_checks_equal("leads", &["gold"], &["--namespace", &case.prefix], timeout, "leads").await;
 }
 
 async fn gold_lead(case: &Case, lead_id: &str) -> Option<serde_json::Map<String, Json>> {

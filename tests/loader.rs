@@ -22,38 +22,17 @@ fn loader_args(case: &Case, port: u16) -> Vec<String> {
 
 /// Every load event published so far, as JSON.
 async fn load_events(case: &Case) -> Vec<Json> {
-    let registry = funnel::registry::RegistryClient::new(&case.stack.registry);
-    let topic = format!("{}.marketing.data.loaded.v1", case.prefix);
-    let (b, t) = (case.stack.brokers.clone(), topic.clone());
-    let raw = tokio::task::spawn_blocking(move || {
-        let mut out = vec![];
-        let _ = funnel::state::read_topic(&b, &t, |_, v| out.extend(v.map(<[u8]>::to_vec)));
-        out
-    })
-    .await
-    .unwrap();
-    let mut events = vec![];
-    for v in raw {
-        let (_, value) = funnel::avro::serialization::decode(&registry, &v).await.expect("load event decodes");
-        events.push(Json::try_from(value).expect("load event as JSON"));
-    }
-    events
+    case.topic_json(&format!("{}.marketing.data.loaded.v1", case.prefix)).await
 }
 
 fn silver_checks(case: &Case) -> Vec<Json> {
-    case.check("silver", &["marketing.marketing_qualified_leads=m_data.marketing_qualified_lead", "marketing.closed_deals=m_data.closed_deal"])
+    case.check("silver", SILVER)
 }
 
+const SILVER: &[&str] = &["marketing.marketing_qualified_leads=m_data.marketing_qualified_lead", "marketing.closed_deals=m_data.closed_deal"];
+
 async fn wait_silver_equal(case: &Case, timeout: Duration) -> Vec<Json> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = silver_checks(case);
-        if r.iter().all(|r| r["missing"] == 0 && r["extra"] == 0 && r["different"] == 0) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "silver never matched the source: {r:?}\nloader log:\n{}", case.log("loader"));
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    case.wait_checks_equal("silver", SILVER, &[], timeout, "loader").await
 }
 
 fn integrity(event: &Json, table: &str) -> (i64, i64, i64, i64) {

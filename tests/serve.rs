@@ -39,17 +39,9 @@ async fn json_is_produced_as_registered_avro_and_sql_is_read_only() {
     let resp = http.post(format!("{base}/topics/no.such.topic")).json(&good).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
-    let (b, t) = (case.stack.brokers.clone(), topic.clone());
-    let raw = tokio::task::spawn_blocking(move || {
-        let mut out = vec![];
-        funnel::state::read_topic(&b, &t, |_, v| out.extend(v.map(<[u8]>::to_vec))).unwrap();
-        out
-    })
-    .await
-    .unwrap();
-    assert_eq!(raw.len(), 2, "only the good request's records");
-    let (_, first) = funnel::avro::serialization::decode(&registry, &raw[0]).await.unwrap();
-    let first = Json::try_from(first).unwrap();
+    let records = case.topic_json(&topic).await;
+    assert_eq!(records.len(), 2, "only the good request's records");
+    let first = &records[0];
     assert_eq!((first["customer_id"].clone(), first["city"].clone(), first["attributes"]["tier"].clone()), (json!("c1"), json!("sao paulo"), json!("gold")), "{first}");
 
     // SQL: queries answer, anything else is refused.

@@ -54,3 +54,8 @@ pub fn nullable(v: Option<Value>) -> Value {
         None => Value::Union(0, Box::new(Value::Null)),
     }
 }
+
+/// A nullable string field.
+pub fn nullable_text(v: &Option<String>) -> Value {
+    nullable(v.clone().map(Value::String))
+}

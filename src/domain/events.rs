@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use apache_avro::types::Value;
 
-use crate::avro::value::nullable;
+use crate::avro::value::{nullable, nullable_text as text};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
@@ -43,10 +43,6 @@ pub struct Order {
     pub item_total: f64,
     pub payment_total: Option<f64>,
     pub source: String,
-}
-
-fn text(v: &Option<String>) -> Value {
-    nullable(v.clone().map(Value::String))
 }
 
 pub fn key(field: &str, id: &str) -> Value {

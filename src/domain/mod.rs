@@ -57,19 +57,17 @@ pub async fn run(brokers: &str, registry_url: &str, topics: DomainTopics, delive
     for t in [&topics.customers, &topics.orders, &topics.order_items, &topics.order_payments] {
         wait_for_topic(brokers, t).await?;
     }
-    let dlq = topics.names.owned(&crate::kafka::dead_letters::topic_for(PROCESSOR));
+    let dlq = topics.names.dead_letters(PROCESSOR);
     ensure_topics(
         brokers,
         &[
             TopicSpec { name: topics.order_created.clone(), partitions: 3, compact: false },
             TopicSpec { name: topics.order_updated.clone(), partitions: 3, compact: false },
-            TopicSpec { name: dlq.clone(), partitions: 1, compact: false },
+            TopicSpec { name: dlq, partitions: 1, compact: false },
         ],
     )
     .await?;
     let transform = olist::OlistDomain::open(brokers, &registry, topics.clone()).await?;
-    let mut cfg = LoopConfig::new(PROCESSOR, brokers, transform.inputs(), delivery);
-    cfg.group_id = topics.names.owned(&format!("funnel-{PROCESSOR}"));
-    cfg.dead_letter_topic = dlq;
+    let cfg = LoopConfig::namespaced(PROCESSOR, brokers, transform.inputs(), delivery, &topics.names);
     processor::run(cfg, transform).await.context("domain")
 }

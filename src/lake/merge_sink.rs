@@ -152,8 +152,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         // transaction markers and tombstones past the last row, which no row offset covers.
         if oldest.is_none() && last_position_report.elapsed() >= Duration::from_millis(500) {
             last_position_report = Instant::now();
-            report_position(&consumer, &status);
-            lag::advance_to_position(&progress, &consumer);
+            report_position(&consumer, &status, &progress);
         }
     }
     total += flush(p, &mut writers, &status, &progress).await?;
@@ -244,11 +243,14 @@ async fn flush(processor: &str, writers: &mut HashMap<String, MergeWriter>, stat
     Ok(total)
 }
 
-fn report_position(consumer: &StreamConsumer, status: &Status) {
+/// The consumer's position as committed progress, for the loader's status and the lag gauge.
+fn report_position(consumer: &StreamConsumer, status: &Status, progress: &lag::Progress) {
     let Ok(position) = consumer.position() else { return };
-    if let Ok(mut s) = status.lock() {
-        for e in position.elements() {
-            if let (Offset::Offset(o), Some(t)) = (e.offset(), s.get_mut(e.topic())) {
+    let mut s = status.lock().ok();
+    for e in position.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            lag::advance(progress, e.topic(), e.partition(), o);
+            if let Some(t) = s.as_mut().and_then(|s| s.get_mut(e.topic())) {
                 let c = t.committed.entry(e.partition()).or_insert(o);
                 *c = (*c).max(o);
             }

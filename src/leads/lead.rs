@@ -3,7 +3,7 @@
 
 use apache_avro::types::Value;
 
-use crate::avro::value::nullable;
+use crate::avro::value::{nullable, nullable_text};
 use crate::cdc::change::Change;
 
 pub const UNKNOWN: &str = "Unknown";
@@ -139,7 +139,7 @@ impl Lead {
 
     /// The record of `schemas/marketing/marketing.lead.v1-value.avsc`.
     pub fn to_value(&self) -> Value {
-        let s = |v: &Option<String>| nullable(v.clone().map(Value::String));
+        let s = nullable_text;
         Value::Record(vec![
             ("lead_id".into(), Value::String(self.lead_id.clone())),
             ("seller_fk".into(), s(&self.seller_fk)),

@@ -52,9 +52,7 @@ pub struct LeadsConfig {
 }
 
 fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<String>, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> LoopConfig {
-    let mut c = LoopConfig::new(processor, brokers, inputs, delivery);
-    c.group_id = topics.group(processor);
-    c.dead_letter_topic = topics.dead_letters(processor);
+    let mut c = LoopConfig::namespaced(processor, brokers, inputs, delivery, &topics.names);
     c.batch_max = cfg.leads_batch_max;
     c.batch_ms = cfg.leads_batch_ms;
     c.stop_when_idle = stop_when_idle;
@@ -102,7 +100,7 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Lead
         processor: GOLD_PROCESSOR.into(),
         brokers: brokers.into(),
         registry_url: registry_url.into(),
-        dead_letter_topic: topics.dead_letters(GOLD_PROCESSOR),
+        dead_letter_topic: topics.names.dead_letters(GOLD_PROCESSOR),
         tables: vec![SinkTable {
             topic: topics.lead.clone(),
             path: gold_path(lake),
@@ -117,6 +115,6 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Lead
 }
 
 async fn ensure_dead_letters(brokers: &str, topics: &LeadTopics, processor: &str) -> Result<()> {
-    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.dead_letters(processor), partitions: 1, compact: false }]).await?;
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.names.dead_letters(processor), partitions: 1, compact: false }]).await?;
     Ok(())
 }

@@ -33,13 +33,4 @@ impl LeadTopics {
     pub fn changelog(&self, processor: &str, store: &str) -> String {
         self.names.changelog(processor, store)
     }
-
-    /// Consumer group and transactional id of a processor.
-    pub fn group(&self, processor: &str) -> String {
-        self.names.owned(&format!("funnel-{processor}"))
-    }
-
-    pub fn dead_letters(&self, processor: &str) -> String {
-        self.names.owned(&crate::kafka::dead_letters::topic_for(processor))
-    }
 }

@@ -18,12 +18,12 @@ pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &Path,
     match which {
         seller_metrics::PROCESSOR => {
             let doomed = vec![topics.changelog(which, "items"), topics.changelog(which, "sellers")];
-            reset(brokers, &topics.group(which), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
+            reset(brokers, &topics.names.group(which), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
             super::run_seller_metrics(brokers, registry_url, topics, delivery, cfg, true).await
         }
         join::PROCESSOR => {
             let doomed = vec![topics.changelog(which, "mqls"), topics.changelog(which, "closed-deals"), topics.changelog(which, "sellers"), topics.lead.clone()];
-            reset(brokers, &topics.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
+            reset(brokers, &topics.names.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
             let gold = super::gold_path(lake);
             if gold.exists() {
                 std::fs::remove_dir_all(&gold).with_context(|| format!("removing {}", gold.display()))?;

@@ -23,7 +23,7 @@ use apache_avro::types::Value;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-use crate::avro::value::nullable;
+use crate::avro::value::{nullable, nullable_text};
 use crate::avro::Registered;
 use crate::cdc::CdcConfig;
 use crate::config::Endpoints;
@@ -102,7 +102,7 @@ impl LoadEvent {
     }
 
     fn to_value(&self) -> Value {
-        let s = |v: &Option<String>| nullable(v.clone().map(Value::String));
+        let s = nullable_text;
         let l = |v: Option<i64>| nullable(v.map(Value::Long));
         let tables = self
             .tables
@@ -205,7 +205,7 @@ impl Loader {
             processor: PROCESSOR.into(),
             brokers: self.ep.brokers.clone(),
             registry_url: self.ep.registry_url.clone(),
-            dead_letter_topic: self.topics.dead_letters(PROCESSOR),
+            dead_letter_topic: self.topics.names.dead_letters(PROCESSOR),
             tables: STAGED
                 .iter()
                 .map(|t| SinkTable {
@@ -237,16 +237,9 @@ impl Loader {
         (status.keys_merged, caught_up)
     }
 
-    fn ends(&self) -> Result<Vec<(String, i32, i64)>> {
-        let consumer: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(&self.ep.brokers).create()?;
-        let mut parts = vec![];
-        for t in STAGED {
-            let topic = self.topic(t);
-            for p in 0..crate::kafka::admin::partition_count(&self.ep.brokers, &topic)? {
-                parts.push((topic.clone(), p));
-            }
-        }
-        Ok(crate::kafka::watermarks(&consumer, &parts)?.into_iter().map(|(t, p, _, hi)| (t, p, hi)).collect())
+    /// The high watermark of every partition of the staged topics.
+    async fn ends(&self) -> Result<Vec<(String, i32, i64)>> {
+        topic_ends(&self.ep.brokers, STAGED.iter().map(|t| self.topic(t)).collect()).await
     }
 
     async fn watch_catch_up(self: Arc<Self>) -> Result<()> {
@@ -258,9 +251,8 @@ impl Loader {
         let mut last_event: Option<Instant> = None;
         while !shutdown::requested() {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let me = self.clone();
-            // Watermarks are broker round trips: off the async threads; a failed query just waits a turn.
-            let Ok(Ok(ends)) = tokio::task::spawn_blocking(move || me.ends()).await else { continue };
+            // A failed watermark query just waits a turn.
+            let Ok(ends) = self.ends().await else { continue };
             let caught_up = STAGED.iter().all(|t| self.progress(&self.topic(t), &ends).1);
             if !caught_up {
                 behind_since.get_or_insert_with(Instant::now);
@@ -390,18 +382,9 @@ impl Loader {
     }
 
     async fn wait_staged(&self, topic: &str) -> Result<()> {
-        let me_ends = {
-            let b = self.ep.brokers.clone();
-            let t = topic.to_string();
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32, i64)>> {
-                let consumer: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(&b).create()?;
-                let parts: Vec<(String, i32)> = (0..crate::kafka::admin::partition_count(&b, &t)?).map(|p| (t.clone(), p)).collect();
-                Ok(crate::kafka::watermarks(&consumer, &parts)?.into_iter().map(|(t, p, _, hi)| (t, p, hi)).collect())
-            })
-            .await??
-        };
+        let ends = topic_ends(&self.ep.brokers, vec![topic.to_string()]).await?;
         let deadline = Instant::now() + Duration::from_secs(self.cfg.load_timeout_s);
-        while !self.progress(topic, &me_ends).1 {
+        while !self.progress(topic, &ends).1 {
             if Instant::now() > deadline {
                 anyhow::bail!("silver did not catch up with {topic} within {} s", self.cfg.load_timeout_s);
             }
@@ -417,4 +400,20 @@ impl Loader {
     pub fn processors_health(&self) -> serde_json::Value {
         serde_json::to_value(processor_health::snapshot()).unwrap_or_default()
     }
+}
+
+/// The high watermark of every partition of `topics` (broker round trips, off the async threads).
+async fn topic_ends(brokers: &str, topics: Vec<String>) -> Result<Vec<(String, i32, i64)>> {
+    let b = brokers.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = crate::kafka::client_config(&b).create()?;
+        let mut parts = vec![];
+        for t in topics {
+            for p in 0..crate::kafka::admin::partition_count(&b, &t)? {
+                parts.push((t.clone(), p));
+            }
+        }
+        Ok(crate::kafka::watermarks(&consumer, &parts)?.into_iter().map(|(t, p, _, hi)| (t, p, hi)).collect())
+    })
+    .await?
 }

@@ -69,6 +69,11 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    /// A loop whose group, transactional id and dead-letter topic carry the namespace of `names`.
+    pub fn namespaced(processor: &str, brokers: &str, inputs: Vec<String>, delivery: Delivery, names: &crate::topology::names::TopicNames) -> Self {
+        LoopConfig { group_id: names.group(processor), dead_letter_topic: names.dead_letters(processor), ..Self::new(processor, brokers, inputs, delivery) }
+    }
+
     pub fn new(processor: &str, brokers: &str, inputs: Vec<String>, delivery: Delivery) -> Self {
         LoopConfig {
             processor: processor.to_string(),

@@ -16,7 +16,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::batch_producer::OutRecord;
-use crate::kafka::{consumer_config, reached, watermarks};
+use crate::kafka::{consumer_config, reached, remaining_ends};
 
 pub struct ChangelogStore {
     pub topic: String,
@@ -84,15 +84,13 @@ impl ChangelogStore {
 pub fn read_topic(brokers: &str, topic: &str, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<u64> {
     // Partitions are assigned, not subscribed: the group id is never joined or committed.
     let consumer: BaseConsumer = consumer_config(brokers, "funnel-restore").create().context("creating restore consumer")?;
-    let n = admin::partition_count(brokers, topic)?;
-    let parts: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
-    let ends: Vec<(String, i32, i64)> = watermarks(&consumer, &parts)?.into_iter().filter(|(_, _, lo, hi)| hi > lo).map(|(t, p, _, hi)| (t, p, hi)).collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..admin::partition_count(brokers, topic)? {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    let ends = remaining_ends(&consumer, &tpl)?;
     if ends.is_empty() {
         return Ok(0);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (t, p, _) in &ends {
-        tpl.add_partition_offset(t, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl).context("assigning changelog partitions")?;
     let mut count = 0u64;

@@ -27,6 +27,16 @@ impl TopicNames {
         }
     }
 
+    /// Consumer group and transactional id of a processor.
+    pub fn group(&self, processor: &str) -> String {
+        self.owned(&format!("funnel-{processor}"))
+    }
+
+    /// Dead-letter topic of a processor.
+    pub fn dead_letters(&self, processor: &str) -> String {
+        self.owned(&crate::kafka::dead_letters::topic_for(processor))
+    }
+
     /// The compacted changelog topic of a processor's state store.
     pub fn changelog(&self, processor: &str, store: &str) -> String {
         self.owned(&format!("_funnel.{processor}.{store}.changelog"))

@@ -199,6 +199,45 @@ impl Case {
     }
 }
 
+impl Case {
+    /// Every record of `topic` decoded through the registry, as JSON, in read order
+    /// (tombstones skipped).
+    pub async fn topic_json(&self, topic: &str) -> Vec<Json> {
+        let registry = funnel::registry::RegistryClient::new(&self.stack.registry);
+        let (b, t) = (self.stack.brokers.clone(), topic.to_string());
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut out = vec![];
+            funnel::state::read_topic(&b, &t, |_, v| out.extend(v.map(<[u8]>::to_vec))).expect("reading the topic");
+            out
+        })
+        .await
+        .unwrap();
+        let mut out = vec![];
+        for v in raw {
+            let (_, value) = funnel::avro::serialization::decode(&registry, &v).await.expect("record decodes with its registered schema");
+            out.push(Json::try_from(value).expect("record as JSON"));
+        }
+        out
+    }
+
+    /// Run the checker until every result shows no missing, extra or different row; on
+    /// timeout fail with the last results and the tail of processor log `log`.
+    pub async fn wait_checks_equal(&self, what: &str, tables: &[&str], extra: &[&str], timeout: Duration, log: &str) -> Vec<Json> {
+        let deadline = Instant::now() + timeout;
+        let n = |r: &Json, k: &str| r.get(k).and_then(Json::as_i64).unwrap_or(-1);
+        loop {
+            let r = self.check_with(what, tables, extra);
+            if r.iter().all(|r| n(r, "missing") == 0 && n(r, "extra") == 0 && n(r, "different") == 0) {
+                return r;
+            }
+            let log = self.log(log);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            assert!(Instant::now() < deadline, "{what} {tables:?} never matched the reference: {r:?}\n{}", tail.join("\n"));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
 impl Drop for Case {
     fn drop(&mut self) {
         for c in &mut self.children {
