@@ -73,9 +73,11 @@ enum Command {
     Run {
         /// Processors: cdc, bronze, loader (silver staging, load events and the data-loader
         /// API on --http-port), seller-metrics, leads (with its gold table), domain (olist CDC →
-        /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), passthrough (copies
-        /// --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "passthrough"])]
+        /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), c360 (the SQL of
+        /// sql/c360/ → enriched orders, consolidated customers, segments), lake (silver
+        /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis),
+        /// passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -98,6 +100,8 @@ enum Command {
         #[command(flatten)]
         loader: funnel::loader::LoaderConfig,
         #[command(flatten)]
+        c360: funnel::c360::C360Config,
+        #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
     /// Ask a running loader (`funnel run loader`) to re-snapshot the marketing tables; prints
@@ -109,7 +113,7 @@ enum Command {
     },
     /// Check the broker, schema registry, source database and lake; fails when one is down.
     Health,
-    /// funnel's HTTP front: POST /topics/{topic} (JSON in, Avro out, like a REST proxy: key and
+    /// funnel's HTTP front: GET / (the customer 360 page, from Redis), POST /topics/{topic} (JSON in, Avro out, like a REST proxy: key and
     /// value resolved against the topic's latest registered schemas) and GET /api/sql?q=SELECT…
     /// (read-only SQL over the lake).
     ///
@@ -119,6 +123,9 @@ enum Command {
     Serve {
         #[arg(long, env = "FUNNEL_SERVE_PORT", default_value_t = funnel::serve::DEFAULT_PORT)]
         port: u16,
+        /// Key prefix of the consolidated view in Redis (as given to `funnel run cache`).
+        #[arg(long = "redis-prefix", env = "FUNNEL_REDIS_PREFIX", default_value = "c360")]
+        redis_prefix: String,
     },
     /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
     /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
@@ -341,7 +348,8 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, cdc, bronze, leads, loader, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, cdc, bronze, leads, loader, c360, ns, passthrough_from, passthrough_to, loop_delivery } => {
+            let c360_topics = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
             let mut tasks = tokio::task::JoinSet::new();
@@ -381,6 +389,21 @@ async fn run(cli: Cli) -> Result<()> {
                     "domain" => {
                         let topics = funnel::domain::DomainTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
                         tasks.spawn(async move { funnel::domain::run(&ep.brokers, &ep.registry_url, topics, loop_delivery).await });
+                    }
+                    "c360" => {
+                        let (topics, cfg) = (c360_topics.clone(), c360.clone());
+                        tasks.spawn(async move { funnel::c360::run(&ep.brokers, &ep.registry_url, topics, loop_delivery, &cfg, false).await });
+                    }
+                    "lake" => {
+                        let (topics, cfg) = (c360_topics.clone(), c360.clone());
+                        tasks.spawn(async move {
+                            let lake = ep.lake_root()?;
+                            funnel::c360::run_lake(&ep.brokers, &ep.registry_url, &lake, topics, &cfg, false).await
+                        });
+                    }
+                    "cache" => {
+                        let (topics, cfg) = (c360_topics.clone(), c360.clone());
+                        tasks.spawn(async move { funnel::c360::cache::run(&ep.brokers, &ep.registry_url, &ep.redis_url, topics, &cfg.redis_prefix, false).await });
                     }
                     "passthrough" => {
                         let (Some(from), Some(to)) = (passthrough_from.clone(), passthrough_to.clone()) else {
@@ -449,9 +472,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { port } => {
+        Command::Serve { port, redis_prefix } => {
             shutdown::install();
-            funnel::serve::run(&ep, port).await
+            funnel::serve::run(&ep, port, &redis_prefix).await
         }
         Command::Health => {
             let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;

@@ -83,6 +83,10 @@ impl ColumnBuilder {
             (Self::Ts(b), Value::Null) => b.append_null(),
             (Self::Dec(b, ..), Value::Null) => b.append_null(),
             (Self::Utf8(b), Value::String(s)) => b.append_value(s),
+            (Self::Utf8(b), v @ (Value::Map(_) | Value::Array(_) | Value::Record(_))) => match serde_json::Value::try_from(v.clone()) {
+                Ok(json) => b.append_value(json.to_string()),
+                Err(_) => return false,
+            },
             (Self::I32(b), Value::Int(x)) => b.append_value(*x),
             (Self::I64(b), Value::Long(x)) => b.append_value(*x),
             (Self::I64(b), Value::Int(x)) => b.append_value(*x as i64),
@@ -112,7 +116,7 @@ impl ColumnBuilder {
         matches!(
             (self, v),
             (_, Value::Null)
-                | (Self::Utf8(_), Value::String(_))
+                | (Self::Utf8(_), Value::String(_) | Value::Map(_) | Value::Array(_) | Value::Record(_))
                 | (Self::I32(_), Value::Int(_))
                 | (Self::I64(_), Value::Long(_) | Value::Int(_))
                 | (Self::F32(_), Value::Float(_))
@@ -144,7 +148,8 @@ impl ColumnBuilder {
 }
 
 /// Read the column list back from an Avro record schema that funnel generated
-/// (the inverse of [`Column::avro_field`]).
+/// (the inverse of [`Column::avro_field`]). Maps, arrays and nested records become string
+/// columns holding their JSON (a Delta table of a domain topic keeps them queryable).
 pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
     use apache_avro::Schema as S;
     let S::Record(rec) = schema else { return None };
@@ -165,9 +170,26 @@ pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
                 S::Date => ColumnType::Date,
                 S::TimestampMicros | S::TimestampMillis | S::LocalTimestampMicros | S::LocalTimestampMillis => ColumnType::TimestampMicros,
                 S::Decimal(d) => ColumnType::Decimal { precision: d.precision as u32, scale: d.scale as u32 },
+                S::Map(_) | S::Array(_) | S::Record(_) => ColumnType::String,
                 _ => return None,
             };
             Some(Column { name: f.name.clone(), ty, nullable })
         })
         .collect()
+}
+
+/// Avro records as one Arrow batch with `columns`, fields matched by name (a record without
+/// the field gives null). Every Arrow field is nullable: these batches are query inputs.
+pub fn batch_of_records<'a>(columns: &[Column], rows: impl IntoIterator<Item = &'a [(String, Value)]>) -> Result<deltalake::arrow::record_batch::RecordBatch, anyhow::Error> {
+    let mut builders: Vec<ColumnBuilder> = columns.iter().map(|c| ColumnBuilder::new(&c.ty)).collect();
+    for row in rows {
+        for (c, b) in columns.iter().zip(builders.iter_mut()) {
+            let v = row.iter().find(|(k, _)| k == &c.name).map(|(_, v)| v).unwrap_or(&Value::Null);
+            if !b.append(v) {
+                anyhow::bail!("{}", AppendError { column: c.name.clone(), value: format!("{v:?}"), ty: c.ty.clone() });
+            }
+        }
+    }
+    let schema = deltalake::arrow::datatypes::Schema::new(columns.iter().map(|c| Field::new(&c.name, arrow_type(&c.ty), true)).collect::<Vec<_>>());
+    Ok(deltalake::arrow::record_batch::RecordBatch::try_new(Arc::new(schema), builders.iter_mut().map(ColumnBuilder::finish).collect())?)
 }

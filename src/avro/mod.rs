@@ -2,6 +2,7 @@
 //! Postgres, Avro and Arrow, and decoding Avro records into Arrow batches.
 
 pub mod arrow;
+pub mod from_arrow;
 pub mod column;
 pub mod registered;
 pub mod serialization;

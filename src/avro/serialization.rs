@@ -130,6 +130,16 @@ pub async fn decode(registry: &RegistryClient, bytes: &[u8]) -> Result<(u32, Val
     Ok((id, value))
 }
 
+/// Decode for a processor: `Err` when the registry cannot be asked (the batch must fail and be
+/// retried), `Ok(Err(reason))` when the bytes themselves are bad (the record is dead-lettered).
+pub async fn decode_or_reason(registry: &RegistryClient, bytes: &[u8]) -> anyhow::Result<Result<(u32, Value), String>> {
+    match decode(registry, bytes).await {
+        Ok(x) => Ok(Ok(x)),
+        Err(WireError::Registry(e)) if !matches!(e, RegistryError::Status { status: 404, .. }) => Err(e.into()),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

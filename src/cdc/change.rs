@@ -99,10 +99,9 @@ impl ChangeDecoder {
     /// `Ok(Err(reason))` is a record for the dead-letter topic; `Err` means the registry
     /// cannot be reached (the record is fine, the processor is not).
     pub async fn decode(&mut self, bytes: &[u8]) -> anyhow::Result<Result<Change, String>> {
-        let (id, value) = match serialization::decode(&self.registry, bytes).await {
+        let (id, value) = match serialization::decode_or_reason(&self.registry, bytes).await? {
             Ok(x) => x,
-            Err(serialization::WireError::Registry(e)) if !matches!(e, crate::registry::client::RegistryError::Status { status: 404, .. }) => return Err(e.into()),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(reason) => return Ok(Err(reason)),
         };
         let columns = match self.columns.get(&id) {
             Some(c) => c.clone(),

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 
 use apache_avro::types::Value;
 
-use crate::avro::value::{nullable, nullable_text as text};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq)]
+use crate::avro::value::{double, field, long, nullable, nullable_text as text, text as text_of};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub customer_id: String,
     pub first_name: Option<String>,
@@ -22,7 +24,7 @@ pub struct Profile {
     pub source: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub item_id: i32,
     pub product_id: Option<String>,
@@ -31,7 +33,7 @@ pub struct OrderItem {
     pub freight: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub order_id: String,
     pub customer_id: Option<String>,
@@ -99,5 +101,101 @@ impl Order {
             ("payment_total".into(), double(self.payment_total)),
             ("source".into(), Value::String(self.source.clone())),
         ])
+    }
+}
+
+fn record_fields<'a>(v: &'a Value, what: &str) -> Result<&'a [(String, Value)], String> {
+    match crate::avro::value::unwrap_union(v) {
+        Value::Record(fields) => Ok(fields),
+        other => Err(format!("{what}: expected a record, got {other:?}")),
+    }
+}
+
+fn required(fields: &[(String, Value)], name: &str, what: &str) -> Result<String, String> {
+    text_of(field(fields, name)).map(str::to_string).ok_or_else(|| format!("{what}: field {name} is missing or not a string"))
+}
+
+fn opt_text(fields: &[(String, Value)], name: &str) -> Option<String> {
+    text_of(field(fields, name)).map(str::to_string)
+}
+
+impl Profile {
+    /// Read a decoded profile record (any compatible version of the schema).
+    pub fn from_value(v: &Value) -> Result<Profile, String> {
+        let f = record_fields(v, "profile")?;
+        let attributes = match field(f, "attributes") {
+            Some(Value::Map(m)) => m.iter().filter_map(|(k, v)| text_of(Some(v)).map(|s| (k.clone(), s.to_string()))).collect(),
+            _ => HashMap::new(),
+        };
+        Ok(Profile {
+            customer_id: required(f, "customer_id", "profile")?,
+            first_name: opt_text(f, "first_name"),
+            last_name: opt_text(f, "last_name"),
+            email: opt_text(f, "email"),
+            city: opt_text(f, "city"),
+            state: opt_text(f, "state"),
+            zip_code_prefix: opt_text(f, "zip_code_prefix"),
+            signup_at: long(field(f, "signup_at")),
+            attributes,
+            source: opt_text(f, "source").unwrap_or_default(),
+        })
+    }
+}
+
+impl Order {
+    /// Read a decoded order record (any compatible version of the schema).
+    pub fn from_value(v: &Value) -> Result<Order, String> {
+        let f = record_fields(v, "order")?;
+        let items = match field(f, "items") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    let i = record_fields(i, "order item")?;
+                    Ok(OrderItem {
+                        item_id: long(field(i, "item_id")).ok_or("order item: item_id missing")? as i32,
+                        product_id: opt_text(i, "product_id"),
+                        seller_id: opt_text(i, "seller_id"),
+                        price: double(field(i, "price")),
+                        freight: double(field(i, "freight")),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+            _ => vec![],
+        };
+        let ts = |name: &str| long(field(f, name));
+        Ok(Order {
+            order_id: required(f, "order_id", "order")?,
+            customer_id: opt_text(f, "customer_id"),
+            status: opt_text(f, "status"),
+            times: [ts("purchased_at"), ts("approved_at"), ts("delivered_carrier_at"), ts("delivered_customer_at"), ts("estimated_delivery_at")],
+            items,
+            item_total: double(field(f, "item_total")).unwrap_or(0.0),
+            payment_total: double(field(f, "payment_total")),
+            source: opt_text(f, "source").unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_and_profile_round_trip_through_avro_values() {
+        let o = Order {
+            order_id: "o1".into(),
+            customer_id: Some("c1".into()),
+            status: Some("delivered".into()),
+            times: [Some(1), None, Some(3), None, Some(5)],
+            items: vec![OrderItem { item_id: 1, product_id: Some("p".into()), seller_id: None, price: Some(10.5), freight: Some(1.25) }],
+            item_total: 11.75,
+            payment_total: None,
+            source: "seed".into(),
+        };
+        assert_eq!(Order::from_value(&o.to_value()), Ok(o));
+        let mut p = Profile { customer_id: "c1".into(), city: Some("x".into()), signup_at: Some(7), source: "http".into(), ..Default::default() };
+        p.attributes.insert("k".into(), "v".into());
+        assert_eq!(Profile::from_value(&p.to_value()), Ok(p));
+        assert!(Order::from_value(&Value::Null).is_err());
     }
 }

@@ -30,8 +30,9 @@ use crate::runtime::{health, lag, metrics::metrics, shutdown};
 pub enum RowShape {
     /// CDC envelopes: the after image (before image of a delete), ordered by source position.
     Cdc,
-    /// Keyed records of this Avro schema; a tombstone deletes its key.
-    Keyed { value_schema: String },
+    /// Keyed records of this Avro schema; a tombstone deletes its key, and so does a record
+    /// whose column `delete_when.0` holds the text `delete_when.1` (a stream's delete events).
+    Keyed { value_schema: String, delete_when: Option<(String, String)> },
 }
 
 #[derive(Clone, Debug)]
@@ -91,7 +92,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         if let Ok(mut s) = status.lock() {
             s.insert(t.topic.clone(), progress);
         }
-        if let RowShape::Keyed { value_schema } = &t.shape {
+        if let RowShape::Keyed { value_schema, .. } = &t.shape {
             let schema = apache_avro::Schema::parse_str(value_schema).context("sink value schema")?;
             let columns = columns_of_record(&schema).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
             writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
@@ -171,18 +172,20 @@ async fn apply(
 ) -> Result<Result<(), String>> {
     let (part, off) = (m.partition(), m.offset());
     match &table.shape {
-        RowShape::Keyed { .. } => {
+        RowShape::Keyed { delete_when, .. } => {
             let w = writers.get_mut(&table.topic).context("keyed writer opened at start")?;
-            let (bytes, delete) = match m.payload() {
+            let (bytes, mut delete) = match m.payload() {
                 Some(v) => (v, false),
                 None => (m.key().unwrap_or_default(), true),
             };
-            let fields = match serialization::decode(registry, bytes).await {
+            let fields = match serialization::decode_or_reason(registry, bytes).await? {
                 Ok((_, Value::Record(f))) => f,
                 Ok(_) => return Ok(Err("not an Avro record".into())),
-                Err(serialization::WireError::Registry(e)) => return Err(e.into()),
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(reason) => return Ok(Err(reason)),
             };
+            if let Some((column, value)) = delete_when {
+                delete |= crate::avro::value::text(crate::avro::value::field(&fields, column)) == Some(value.as_str());
+            }
             Ok(w.change(&fields, delete, None, part, off))
         }
         RowShape::Cdc => {

@@ -105,7 +105,7 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Lead
             topic: topics.lead.clone(),
             path: gold_path(lake),
             key: vec!["lead_id".into()],
-            shape: RowShape::Keyed { value_schema: schemas::LEAD_VALUE.into() },
+            shape: RowShape::Keyed { value_schema: schemas::LEAD_VALUE.into(), delete_when: None },
             comment: "gold m_dim.lead: the lead dimension, merged by lead_id from marketing.lead.v1".into(),
         }],
         flush_ms: cfg.gold_flush_ms,

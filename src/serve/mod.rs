@@ -4,7 +4,9 @@
 //!   `<topic>-value`) and produced in the Confluent wire format. All records are checked before
 //!   any is produced: one bad record refuses the request (422, naming the record and field).
 //! - `GET /api/sql?q=SELECT…` — read-only SQL over every lake table (see `lake::query`).
-//!   The customer 360 web page will live here too (issue 6).
+//! - `GET /` — the customer 360 page: consolidated customers from Redis with search, segment and
+//!   lifecycle filters, refreshing live; `GET /api/customers?q=&segment=&stage=&limit=` is its
+//!   data (see `c360::view`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,15 +28,27 @@ use crate::registry::{subject, RegistryClient};
 
 pub const DEFAULT_PORT: u16 = 5000;
 
+const PAGE: &str = include_str!("c360.html");
+
 struct Serve {
     lake: PathBuf,
     registry: RegistryClient,
     producer: FutureProducer,
+    redis: redis::Client,
+    redis_prefix: String,
 }
 
-pub async fn run(ep: &Endpoints, port: u16) -> Result<()> {
-    let state = Arc::new(Serve { lake: ep.lake_root()?, registry: RegistryClient::new(&ep.registry_url), producer: crate::kafka::producer_config(&ep.brokers, None).create()? });
+pub async fn run(ep: &Endpoints, port: u16, redis_prefix: &str) -> Result<()> {
+    let state = Arc::new(Serve {
+        lake: ep.lake_root()?,
+        registry: RegistryClient::new(&ep.registry_url),
+        producer: crate::kafka::producer_config(&ep.brokers, None).create()?,
+        redis: redis::Client::open(ep.redis_url.as_str()).with_context(|| format!("redis url {}", ep.redis_url))?,
+        redis_prefix: redis_prefix.to_string(),
+    });
     let app = Router::new()
+        .route("/", get(|| async { axum::response::Html(PAGE) }))
+        .route("/api/customers", get(customers))
         .route("/topics/{topic}", post(produce))
         .route("/api/sql", get(sql))
         .with_state(state)
@@ -101,6 +115,17 @@ async fn produce(State(s): State<Arc<Serve>>, Path(topic): Path<String>, Json(bo
         }
     }
     (StatusCode::OK, Json(json!({"key_schema_id": key_id, "value_schema_id": value_id, "offsets": offsets})))
+}
+
+async fn customers(State(s): State<Arc<Serve>>, Query(f): Query<crate::c360::view::Filter>) -> impl IntoResponse {
+    let mut con = match s.redis.get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),
+    };
+    match crate::c360::view::query(&mut con, &s.redis_prefix, &f).await {
+        Ok(v) => (StatusCode::OK, Json(v)),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -13,6 +13,7 @@ pub struct Stack {
     pub brokers: String,
     pub registry: String,
     pub pg_admin: String,
+    pub redis: String,
     pub python: PathBuf,
 }
 
@@ -23,6 +24,7 @@ impl Stack {
             brokers: std::env::var("FUNNEL_BROKERS").unwrap_or("127.0.0.1:19092".into()),
             registry: std::env::var("FUNNEL_SCHEMA_REGISTRY_URL").unwrap_or("http://127.0.0.1:18081".into()),
             pg_admin: "postgres://postgres@127.0.0.1:15432/postgres".into(),
+            redis: std::env::var("FUNNEL_REDIS_URL").unwrap_or("redis://127.0.0.1:16379/".into()),
             python: tools.join("venv/bin/python"),
         }
     }
@@ -69,6 +71,7 @@ impl Case {
             .env("FUNNEL_SCHEMA_REGISTRY_URL", &self.stack.registry)
             .env("FUNNEL_SOURCE_PG_URL", &self.db_url)
             .env("FUNNEL_LAKE_DIR", self.lake.path())
+            .env("FUNNEL_REDIS_URL", &self.stack.redis)
             .env("FUNNEL_LOG", std::env::var("TEST_FUNNEL_LOG").unwrap_or("warn,funnel=info,deltalake_core::operations::merge=error".into()));
         c
     }
@@ -187,7 +190,7 @@ impl Case {
     pub fn check_with(&self, what: &str, tables: &[&str], extra: &[&str]) -> Vec<Json> {
         let out = Command::new(&self.stack.python)
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/funnel_check.py"))
-            .args([what, "--pg", &self.db_url, "--brokers", &self.stack.brokers, "--registry", &self.stack.registry, "--prefix", &self.prefix])
+            .args([what, "--pg", &self.db_url, "--brokers", &self.stack.brokers, "--registry", &self.stack.registry, "--prefix", &self.prefix, "--redis", &self.stack.redis])
             .arg("--lake")
             .arg(self.lake.path())
             .args(extra)

@@ -5,6 +5,8 @@
   every record of a CDC topic; the latest image per key is compared with the Postgres table.
 - bronze: delta-rs (the `deltalake` package) reads the Delta table; duplicate Kafka positions
   are counted and the latest image per key is compared with the Postgres table.
+- c360 topic|gold|redis|enriched: customer 360's consolidated view in its topic, gold table
+  and Redis against sql/checks/c360_customers.sql; enriched orders checked for duplicates.
 - leads gold|topic|sellers: gold/m_dim.lead, marketing.lead.v1 (latest per key) and
   ecommerce.seller.metrics.v1 against the queries in sql/checks/ run on Postgres, plus the
   reference project's consistency sums and processed events per lead change.
@@ -334,16 +336,78 @@ def check_domain(args, what):
     raise ValueError(what)
 
 
+def check_c360(args, what):
+    """dom.customer.consolidated.v1 (latest per key), gold/c360 and the Redis view against
+    sql/checks/c360_customers.sql; the enriched stream for duplicates and completeness."""
+    ns = f"{args.namespace}." if args.namespace else ""
+    cols, expected = sql_rows(args.pg, os.path.join(CHECKS, "c360_customers.sql"), "customer_id")
+    if what == "topic":
+        records = read_topic(args, f"{ns}dom.customer.consolidated.v1")
+        actual = latest_per_key(records, "customer_id", cols)
+        out = {"check": "c360 consolidated topic", "records": len(records)}
+    elif what == "gold":
+        from deltalake import DeltaTable
+
+        path = f"{args.lake}/gold/c360"
+        rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
+        actual = {(norm(r["customer_id"]),): {c: norm(r.get(c)) for c in cols} for r in rows}
+        stages = {}
+        for r in rows:
+            stages[r["lifecycle_stage"]] = stages.get(r["lifecycle_stage"], 0) + 1
+        out = {"check": "c360 gold", "gold_rows": len(rows), "lifecycle_stages": stages}
+    elif what == "redis":
+        import redis
+
+        r = redis.Redis.from_url(args.redis, decode_responses=True)
+        prefix = f"{args.redis_prefix}:customer:"
+        keys = list(r.scan_iter(match=f"{prefix}*", count=5000))
+        pipe = r.pipeline()
+        for k in keys:
+            pipe.hgetall(k)
+        actual = {}
+        for h in pipe.execute():
+            row = {c: h.get(c) for c in cols}
+            epoch = datetime.datetime(1970, 1, 1)
+            for c in ("first_order_at", "last_order_at"):
+                if row[c] is not None:
+                    row[c] = norm(epoch + datetime.timedelta(microseconds=int(row[c])))
+            if row["revenue"] is not None:
+                row["revenue"] = norm(float(row["revenue"]))
+            actual[(h["customer_id"],)] = row
+        out = {"check": "c360 redis", "keys": len(keys)}
+    elif what == "enriched":
+        events = 0
+        for topic in (f"{ns}dom.order.created.v1", f"{ns}dom.order.updated.v1"):
+            events += len(read_topic(args, topic))
+        seen, duplicates, with_profile = set(), 0, 0
+        records = read_topic(args, f"{ns}dom.customer.order.enriched.v1")
+        for _, _, _, v in records:
+            src = (v["source_topic"], v["source_partition"], v["source_offset"], v["event_type"])
+            duplicates += src in seen
+            seen.add(src)
+            with_profile += v.get("city") is not None
+        return {"check": "c360 enriched", "records": len(records), "order_events": events,
+                "duplicates": duplicates, "with_profile": with_profile}
+    else:
+        raise ValueError(what)
+    digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
+    out["digest"] = digest
+    out.update(compare(expected, actual, cols, ("revenue",)))
+    return out
+
+
 def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["topics", "bronze", "silver", "leads", "domain"])
+    ap.add_argument("what", choices=["topics", "bronze", "silver", "leads", "domain", "c360"])
     ap.add_argument("--pg", required=True)
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--registry", default="http://127.0.0.1:18081")
     ap.add_argument("--lake", default="lake")
     ap.add_argument("--prefix", default="olist")
     ap.add_argument("--namespace", default="")
+    ap.add_argument("--redis", default="redis://127.0.0.1:16379/")
+    ap.add_argument("--redis-prefix", default="c360")
     ap.add_argument("tables", nargs="+")
     args = ap.parse_args()
     for t in args.tables:
@@ -351,6 +415,8 @@ def main():
             res = check_leads(args, t)
         elif args.what == "domain":
             res = check_domain(args, t)
+        elif args.what == "c360":
+            res = check_c360(args, t)
         elif args.what == "silver":
             res = check_silver(args, t)
         else:

@@ -1,0 +1,175 @@
+//! The `cache` processor: `dom.customer.consolidated.v1` → Redis, the serving copy the web page
+//! of `funnel serve` reads.
+//!
+//! Layout (prefix `c360` by default):
+//! - `<prefix>:customer:<id>` hash: every consolidated field as text (timestamps in µs since
+//!   the epoch, nulls absent) plus `_v_events` / `_v_time`, the record's version;
+//! - `<prefix>:segment:<segment>`, `<prefix>:stage:<lifecycle_stage>` sets of ids, and the
+//!   names seen in `<prefix>:segments` / `<prefix>:stages`;
+//! - `<prefix>:by_revenue` sorted set; `<prefix>:search` hash id → lowercase search text;
+//! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`.
+//!
+//! Writes are versioned: a Lua script applies a record only when its version
+//! (`applied_events`, `stream_time`) is not older than the stored one, so re-deliveries and a
+//! replay of the topic (`funnel replay c360`) never put an older view over a newer one.
+//! At-least-once: offsets are committed after Redis acknowledged the batch.
+//! The read side (the web page's queries) is `super::view`.
+
+use anyhow::{Context, Result};
+use apache_avro::types::Value;
+
+use super::C360Topics;
+use crate::avro::serialization::decode_or_reason;
+use crate::avro::value::{field, long, text, unwrap_union};
+use crate::kafka::batch_producer::{Delivery, OutRecord};
+use crate::registry::RegistryClient;
+use crate::runtime::processor::{self, InRecord, LoopConfig, Outcome, Transform};
+
+/// KEYS: none (names are built from the prefix, one Redis, not a cluster).
+/// ARGV: prefix, id, events, time, segment, stage, revenue, search, field, value, …
+const UPSERT: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+local key = p .. ':customer:' .. id
+local cur = redis.call('HMGET', key, '_v_events', '_v_time', 'segment', 'lifecycle_stage')
+local ne, nt = tonumber(ARGV[3]), tonumber(ARGV[4])
+if cur[1] then
+  local ce, ct = tonumber(cur[1]), tonumber(cur[2])
+  if ne < ce or (ne == ce and nt < ct) then return 0 end
+  if cur[3] then redis.call('SREM', p .. ':segment:' .. cur[3], id) end
+  if cur[4] then redis.call('SREM', p .. ':stage:' .. cur[4], id) end
+end
+redis.call('DEL', key)
+redis.call('HSET', key, '_v_events', ARGV[3], '_v_time', ARGV[4], unpack(ARGV, 9))
+redis.call('SADD', p .. ':segment:' .. ARGV[5], id)
+redis.call('SADD', p .. ':stage:' .. ARGV[6], id)
+redis.call('SADD', p .. ':segments', ARGV[5])
+redis.call('SADD', p .. ':stages', ARGV[6])
+redis.call('ZADD', p .. ':by_revenue', ARGV[7], id)
+redis.call('HSET', p .. ':search', id, ARGV[8])
+redis.call('HINCRBY', p .. ':meta', 'writes', 1)
+return 1
+"#;
+
+/// ARGV: prefix, id.
+const DELETE: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+local key = p .. ':customer:' .. id
+local cur = redis.call('HMGET', key, 'segment', 'lifecycle_stage')
+if cur[1] then redis.call('SREM', p .. ':segment:' .. cur[1], id) end
+if cur[2] then redis.call('SREM', p .. ':stage:' .. cur[2], id) end
+redis.call('DEL', key)
+redis.call('ZREM', p .. ':by_revenue', id)
+redis.call('HDEL', p .. ':search', id)
+redis.call('HINCRBY', p .. ':meta', 'writes', 1)
+return 1
+"#;
+
+enum Write {
+    Upsert(Vec<String>),
+    Delete(String),
+}
+
+pub struct Cache {
+    registry: RegistryClient,
+    prefix: String,
+    redis: redis::aio::MultiplexedConnection,
+    upsert: redis::Script,
+    delete: redis::Script,
+    pending: Vec<Write>,
+}
+
+/// A field as Redis text; `None` for null.
+fn cell(v: &Value) -> Option<String> {
+    match unwrap_union(v) {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Long(x) | Value::TimestampMicros(x) => Some(x.to_string()),
+        Value::Int(x) => Some(x.to_string()),
+        Value::Double(x) => Some(x.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+impl Cache {
+    pub async fn open(registry: &RegistryClient, redis_url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(redis_url).with_context(|| format!("redis url {redis_url}"))?;
+        let redis = client.get_multiplexed_async_connection().await.with_context(|| format!("connecting to redis at {redis_url}"))?;
+        Ok(Cache { registry: registry.clone(), prefix: prefix.to_string(), redis, upsert: redis::Script::new(UPSERT), delete: redis::Script::new(DELETE), pending: vec![] })
+    }
+
+    fn upsert_args(&self, fields: &[(String, Value)]) -> Result<Vec<String>, String> {
+        let id = text(field(fields, "customer_id")).ok_or("record without customer_id")?.to_string();
+        let required = |name: &str| text(field(fields, name)).map(str::to_string).ok_or_else(|| format!("record without {name}"));
+        let events = long(field(fields, "applied_events")).ok_or("record without applied_events")?;
+        let time = long(field(fields, "stream_time")).unwrap_or(-1);
+        let revenue = crate::avro::value::double(field(fields, "revenue")).unwrap_or(0.0);
+        let search: Vec<String> = ["customer_id", "first_name", "last_name", "email", "city", "state"].iter().filter_map(|n| text(field(fields, n))).map(str::to_lowercase).collect();
+        let mut args = vec![self.prefix.clone(), id, events.to_string(), time.to_string(), required("segment")?, required("lifecycle_stage")?, revenue.to_string(), search.join(" ")];
+        for (name, v) in fields {
+            if let Some(c) = cell(v) {
+                args.push(name.clone());
+                args.push(c);
+            }
+        }
+        Ok(args)
+    }
+}
+
+impl Transform for Cache {
+    async fn process(&mut self, rec: &InRecord<'_>) -> Result<Outcome> {
+        let Some(bytes) = rec.value.or(rec.key) else { return Ok(Err("tombstone without a key".into())) };
+        let fields = match decode_or_reason(&self.registry, bytes).await? {
+            Ok((_, Value::Record(f))) => f,
+            Ok(_) => return Ok(Err("not an Avro record".into())),
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if rec.value.is_none() {
+            let Some(id) = text(field(&fields, "customer_id")) else { return Ok(Err("key without customer_id".into())) };
+            self.pending.push(Write::Delete(id.to_string()));
+            return Ok(Ok(vec![]));
+        }
+        match self.upsert_args(&fields) {
+            Ok(args) => self.pending.push(Write::Upsert(args)),
+            Err(reason) => return Ok(Err(reason)),
+        }
+        Ok(Ok(vec![]))
+    }
+
+    async fn end_batch(&mut self) -> Result<Vec<OutRecord>> {
+        if self.pending.is_empty() {
+            return Ok(vec![]);
+        }
+        // Load the scripts (idempotent; survives a Redis restart), then one pipelined round trip.
+        for script in [&self.upsert, &self.delete] {
+            script.prepare_invoke().load_async(&mut self.redis).await.context("loading the cache scripts into redis")?;
+        }
+        let mut pipe = redis::pipe();
+        for w in &self.pending {
+            match w {
+                Write::Upsert(args) => pipe.cmd("EVALSHA").arg(self.upsert.get_hash()).arg(0).arg(args),
+                Write::Delete(id) => pipe.cmd("EVALSHA").arg(self.delete.get_hash()).arg(0).arg(&self.prefix).arg(id),
+            };
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        pipe.cmd("HSET").arg(format!("{}:meta", self.prefix)).arg("updated_ms").arg(now_ms).ignore();
+        let applied: Vec<i64> = pipe.query_async(&mut self.redis).await.context("writing the consolidated view to redis")?;
+        let stale = applied.iter().filter(|a| **a == 0).count();
+        if stale > 0 {
+            tracing::debug!(stale, "cache: older versions not written");
+        }
+        self.pending.clear();
+        Ok(vec![])
+    }
+}
+
+/// `funnel run cache`.
+pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, topics: C360Topics, prefix: &str, stop_when_idle: bool) -> Result<()> {
+    let registry = RegistryClient::new(registry_url);
+    crate::kafka::admin::ensure_topics(brokers, &topics.outputs()).await?;
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.names.dead_letters(super::CACHE_PROCESSOR), partitions: 1, compact: false }]).await?;
+    let cache = Cache::open(&registry, redis_url, prefix).await?;
+    let mut lc = LoopConfig::namespaced(super::CACHE_PROCESSOR, brokers, vec![topics.consolidated.clone()], Delivery::AtLeastOnce, &topics.names);
+    lc.stop_when_idle = stop_when_idle;
+    processor::run(lc, cache).await.context("cache")
+}
