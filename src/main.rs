@@ -140,10 +140,11 @@ enum Command {
         format: String,
     },
     /// Rebuild a processor's state from its input topics (stop the processor first):
-    /// deletes its changelogs (leads: also its output topic and gold table), rewinds its
-    /// consumer group, runs it to the end of its inputs and exits.
+    /// deletes its changelogs (leads: also its output topic and gold table; c360: its output
+    /// topics and the silver/gold c360 tables, then rebuilds them and the Redis view), rewinds
+    /// its consumer group, runs it to the end of its inputs and exits.
     Replay {
-        #[arg(value_parser = ["seller-metrics", "leads"])]
+        #[arg(value_parser = ["seller-metrics", "leads", "c360"])]
         processor: String,
         /// Prefix of the CDC topics it reads.
         #[arg(long = "cdc-topic-prefix", default_value = "olist")]
@@ -152,6 +153,8 @@ enum Command {
         loop_delivery: funnel::kafka::batch_producer::Delivery,
         #[command(flatten)]
         leads: funnel::leads::LeadsConfig,
+        #[command(flatten)]
+        c360: funnel::c360::C360Config,
         #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
@@ -251,6 +254,12 @@ enum BenchWhich {
     Bronze {
         #[arg(long, default_value = r"^olist\..+")]
         topics: String,
+    },
+    /// c360 engine records/s ÷ a no-op consume→produce passthrough's on the same synthetic
+    /// domain events, then p50/p99 latency from source commit to Redis at a steady rate.
+    C360 {
+        #[command(flatten)]
+        cfg: funnel::bench::c360::C360BenchConfig,
     },
 }
 
@@ -490,10 +499,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, ns } => {
+        Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, c360, ns } => {
             shutdown::install();
-            let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace));
+            let names = funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace);
             let lake = ep.lake_root()?;
+            if processor == "c360" {
+                let topics = funnel::c360::C360Topics::new(names);
+                funnel::c360::replay::replay(&ep.brokers, &ep.registry_url, &ep.redis_url, &lake, topics, loop_delivery, &c360).await?;
+                println!("c360: topics, lake tables and the Redis view rebuilt; start `funnel run c360 lake cache` again");
+                return Ok(());
+            }
+            let topics = funnel::leads::names::LeadTopics::new(names);
             funnel::leads::replay::replay(&processor, &ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &leads).await?;
             println!("{processor}: rebuilt from its input topics; start it again with `funnel run {processor}`");
             Ok(())
@@ -539,6 +555,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench { which } => match which {
             BenchWhich::CdcSnapshot { table } => funnel::bench::cdc_snapshot::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &table).await,
             BenchWhich::Bronze { topics } => funnel::bench::bronze::run(&ep.brokers, &ep.registry_url, &topics).await,
+            BenchWhich::C360 { cfg } => {
+                shutdown::install();
+                funnel::bench::c360::run(&ep.brokers, &ep.registry_url, &ep.redis_url, &cfg).await
+            }
         },
         Command::Summary { topic_prefix } => funnel::summary::print(&ep, &topic_prefix).await,
         Command::Demo { data_dir, synthetic, synthetic_scale, topology_dir } => {

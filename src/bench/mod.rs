@@ -2,6 +2,7 @@
 //! the same data, so machine speed cancels out.
 
 pub mod bronze;
+pub mod c360;
 pub mod cdc_snapshot;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};

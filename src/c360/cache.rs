@@ -6,7 +6,9 @@
 //!   the epoch, nulls absent) plus `_v_events` / `_v_time`, the record's version;
 //! - `<prefix>:segment:<segment>`, `<prefix>:stage:<lifecycle_stage>` sets of ids, and the
 //!   names seen in `<prefix>:segments` / `<prefix>:stages`;
-//! - `<prefix>:by_revenue` sorted set; `<prefix>:search` hash id → lowercase search text;
+//! - `<prefix>:by_revenue` sorted set; `<prefix>:search` hash: lowercase search text (id,
+//!   names, email, city, state; the id last, so the text is unique) → id, matched by
+//!   `HSCAN … MATCH` (which matches field names);
 //! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`.
 //!
 //! Writes are versioned: a Lua script applies a record only when its version
@@ -30,22 +32,23 @@ use crate::runtime::processor::{self, InRecord, LoopConfig, Outcome, Transform};
 const UPSERT: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local key = p .. ':customer:' .. id
-local cur = redis.call('HMGET', key, '_v_events', '_v_time', 'segment', 'lifecycle_stage')
+local cur = redis.call('HMGET', key, '_v_events', '_v_time', 'segment', 'lifecycle_stage', '_search')
 local ne, nt = tonumber(ARGV[3]), tonumber(ARGV[4])
 if cur[1] then
   local ce, ct = tonumber(cur[1]), tonumber(cur[2])
   if ne < ce or (ne == ce and nt < ct) then return 0 end
   if cur[3] then redis.call('SREM', p .. ':segment:' .. cur[3], id) end
   if cur[4] then redis.call('SREM', p .. ':stage:' .. cur[4], id) end
+  if cur[5] then redis.call('HDEL', p .. ':search', cur[5]) end
 end
 redis.call('DEL', key)
-redis.call('HSET', key, '_v_events', ARGV[3], '_v_time', ARGV[4], unpack(ARGV, 9))
+redis.call('HSET', key, '_v_events', ARGV[3], '_v_time', ARGV[4], '_search', ARGV[8], unpack(ARGV, 9))
 redis.call('SADD', p .. ':segment:' .. ARGV[5], id)
 redis.call('SADD', p .. ':stage:' .. ARGV[6], id)
 redis.call('SADD', p .. ':segments', ARGV[5])
 redis.call('SADD', p .. ':stages', ARGV[6])
 redis.call('ZADD', p .. ':by_revenue', ARGV[7], id)
-redis.call('HSET', p .. ':search', id, ARGV[8])
+redis.call('HSET', p .. ':search', ARGV[8], id)
 redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
@@ -54,12 +57,12 @@ return 1
 const DELETE: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local key = p .. ':customer:' .. id
-local cur = redis.call('HMGET', key, 'segment', 'lifecycle_stage')
+local cur = redis.call('HMGET', key, 'segment', 'lifecycle_stage', '_search')
 if cur[1] then redis.call('SREM', p .. ':segment:' .. cur[1], id) end
 if cur[2] then redis.call('SREM', p .. ':stage:' .. cur[2], id) end
+if cur[3] then redis.call('HDEL', p .. ':search', cur[3]) end
 redis.call('DEL', key)
 redis.call('ZREM', p .. ':by_revenue', id)
-redis.call('HDEL', p .. ':search', id)
 redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
@@ -104,7 +107,7 @@ impl Cache {
         let events = long(field(fields, "applied_events")).ok_or("record without applied_events")?;
         let time = long(field(fields, "stream_time")).unwrap_or(-1);
         let revenue = crate::avro::value::double(field(fields, "revenue")).unwrap_or(0.0);
-        let search: Vec<String> = ["customer_id", "first_name", "last_name", "email", "city", "state"].iter().filter_map(|n| text(field(fields, n))).map(str::to_lowercase).collect();
+        let search: Vec<String> = ["first_name", "last_name", "email", "city", "state", "customer_id"].iter().filter_map(|n| text(field(fields, n))).map(str::to_lowercase).collect();
         let mut args = vec![self.prefix.clone(), id, events.to_string(), time.to_string(), required("segment")?, required("lifecycle_stage")?, revenue.to_string(), search.join(" ")];
         for (name, v) in fields {
             if let Some(c) = cell(v) {

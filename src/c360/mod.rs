@@ -11,6 +11,7 @@ pub mod cache;
 pub mod definitions;
 pub mod engine;
 pub mod relations;
+pub mod replay;
 pub mod state;
 pub mod timers;
 pub mod view;

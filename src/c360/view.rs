@@ -41,7 +41,7 @@ async fn matching(con: &mut MultiplexedConnection, prefix: &str, f: &Filter, lim
         let mut cursor = 0u64;
         loop {
             let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN").arg(format!("{prefix}:search")).arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(2000).query_async(con).await?;
-            ids.extend(flat.chunks(2).map(|kv| kv[0].clone()));
+            ids.extend(flat.chunks(2).filter_map(|kv| kv.get(1).cloned()));
             cursor = next;
             if cursor == 0 {
                 break;

@@ -119,3 +119,21 @@ pub async fn rewind_group(brokers: &str, group: &str, topics: &[String]) -> Resu
     })
     .await?
 }
+
+/// Before a replay: delete `topics_to_delete` (changelogs, rebuilt outputs) and rewind `group`
+/// to the beginning of `inputs`.
+pub async fn reset_for_replay(brokers: &str, group: &str, inputs: &[String], topics_to_delete: &[String]) -> Result<()> {
+    delete_topics(brokers, topics_to_delete).await?;
+    tracing::info!(topics = ?topics_to_delete, "state topics deleted");
+    rewind_group(brokers, group, inputs).await?;
+    tracing::info!(group, "consumer group rewound to the beginning of its inputs");
+    // Topic deletion is asynchronous on some brokers: wait until they are gone.
+    for _ in 0..50 {
+        let existing = list_topics(brokers)?;
+        if !topics_to_delete.iter().any(|t| existing.contains(t)) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("topics {topics_to_delete:?} still exist after deletion")
+}

@@ -18,12 +18,12 @@ pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &Path,
     match which {
         seller_metrics::PROCESSOR => {
             let doomed = vec![topics.changelog(which, "items"), topics.changelog(which, "sellers")];
-            reset(brokers, &topics.names.group(which), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
+            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
             super::run_seller_metrics(brokers, registry_url, topics, delivery, cfg, true).await
         }
         join::PROCESSOR => {
             let doomed = vec![topics.changelog(which, "mqls"), topics.changelog(which, "closed-deals"), topics.changelog(which, "sellers"), topics.lead.clone()];
-            reset(brokers, &topics.names.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
+            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
             let gold = super::gold_path(lake);
             if gold.exists() {
                 std::fs::remove_dir_all(&gold).with_context(|| format!("removing {}", gold.display()))?;
@@ -33,21 +33,4 @@ pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &Path,
         }
         other => anyhow::bail!("nothing to replay for {other:?} (seller-metrics or leads)"),
     }
-}
-
-/// Delete `topics_to_delete` and rewind `group` to the beginning of `inputs`.
-async fn reset(brokers: &str, group: &str, inputs: &[String], topics_to_delete: &[String]) -> Result<()> {
-    admin::delete_topics(brokers, topics_to_delete).await?;
-    tracing::info!(topics = ?topics_to_delete, "state topics deleted");
-    admin::rewind_group(brokers, group, inputs).await?;
-    tracing::info!(group, "consumer group rewound to the beginning of its inputs");
-    // Topic deletion is asynchronous on some brokers: wait until they are gone.
-    for _ in 0..50 {
-        let existing = admin::list_topics(brokers)?;
-        if !topics_to_delete.iter().any(|t| existing.contains(t)) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    anyhow::bail!("topics {topics_to_delete:?} still exist after deletion")
 }

