@@ -11,6 +11,9 @@ use crate::config::{Endpoints, DEFAULT_HTTP_PORT};
 use crate::olist::{db, seed, tables::TABLES};
 use crate::stack::{self, StackDirs};
 
+/// The demo's Redis key prefix (the default of `run cache` and `serve`).
+const DEMO_REDIS_PREFIX: &str = "c360";
+
 pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir: Option<PathBuf>, synthetic_scale: u32) -> Result<()> {
     let started = Instant::now();
     println!("\n== 1/5 local stack");
@@ -31,7 +34,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let stale: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?
         .into_iter()
         .filter(|t| {
-            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing."].iter().any(|p| t.starts_with(p))
+            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing.", "dom."].iter().any(|p| t.starts_with(p))
         })
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
@@ -42,19 +45,30 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
     }
+    crate::c360::cache::clear(&ep.redis_url, DEMO_REDIS_PREFIX).await?;
     let topology = crate::topology::Topology::load(topology_dir)?;
     let registry = crate::registry::RegistryClient::new(&ep.registry_url);
     let created = topology.create(&ep.brokers, &registry).await?;
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
-    println!("\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads, domain (background, logs in {})", dirs.state()?.join("processors.log").display());
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "--http-port", &DEFAULT_HTTP_PORT.to_string()])
-        .env("FUNNEL_BROKERS", &ep.brokers)
-        .env("FUNNEL_SCHEMA_REGISTRY_URL", &ep.registry_url)
-        .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
-        .env("FUNNEL_LAKE_DIR", &lake);
-    stack::start_processors(dirs, cmd)?;
+    println!(
+        "\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
+        dirs.state()?.display()
+    );
+    let funnel = |args: &[&str]| -> Result<Command> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args)
+            .env("FUNNEL_BROKERS", &ep.brokers)
+            .env("FUNNEL_SCHEMA_REGISTRY_URL", &ep.registry_url)
+            .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
+            .env("FUNNEL_REDIS_URL", &ep.redis_url)
+            .env("FUNNEL_REDIS_PREFIX", DEMO_REDIS_PREFIX)
+            .env("FUNNEL_LAKE_DIR", &lake);
+        Ok(cmd)
+    };
+    let port = DEFAULT_HTTP_PORT.to_string();
+    stack::start_detached(dirs, "processors", funnel(&["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "--http-port", &port])?)?;
+    stack::start_detached(dirs, "serve", funnel(&["serve"])?)?;
     wait_for_bronze(&lake, source_rows, dirs).await?;
     let mqls = report.tables.iter().find(|t| t.0 == "marketing.marketing_qualified_leads").map(|t| t.1).unwrap_or(0);
     wait_for_leads(&lake, mqls, dirs).await?;
@@ -64,11 +78,17 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         tokio::task::spawn_blocking(move || crate::summary::count_records(&b, "dom.order.created.v1")).await.ok().and_then(Result::ok).map(|c| c.0 as i64).unwrap_or(0)
     })
     .await?;
+    let persons = crate::summary::count_persons(&ep.source_pg_url).await?;
+    wait_for_rows("customers → gold c360 [{bar:30}] {pos}/{len} customers", "gold c360 rows", persons, Duration::from_secs(900), dirs, || async {
+        crate::summary::delta_rows(&crate::c360::table_paths(&lake)[2]).await.ok().flatten().unwrap_or(0)
+    })
+    .await?;
 
     println!("\n== 5/5 summary");
     crate::summary::print(ep, "olist").await?;
     crate::summary::print_leads(&lake).await?;
     crate::summary::print_domain(&ep.brokers)?;
+    crate::summary::print_c360(&lake).await?;
     println!(
         "\ndone in {:.0?}. The processors keep running: change rows in Postgres and watch them arrive.\n\
          \x20 psql {}\n\
@@ -76,11 +96,14 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
          \x20 curl -s http://127.0.0.1:{DEFAULT_HTTP_PORT}/metrics | grep funnel_   # processor metrics\n\
          \x20 funnel cdc status                               # CDC progress\n\
          \x20 funnel load && funnel health                    # the data loader's API (port {DEFAULT_HTTP_PORT})\n\
+         \x20 open http://127.0.0.1:{serve_port}/                 # customer 360 page (Redis), JSON→Avro, /api/sql\n\
+         \x20 funnel sql \"SELECT segment, count(*) FROM gold_c360 GROUP BY 1\"\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),
         db::redact(&ep.source_pg_url),
-        lake.display()
+        lake.display(),
+        serve_port = crate::serve::DEFAULT_PORT,
     );
     Ok(())
 }

@@ -100,3 +100,23 @@ pub fn print_domain(brokers: &str) -> Result<()> {
     println!("{table}");
     Ok(())
 }
+
+/// Distinct persons (olist `customer_unique_id`) in the source: the customers c360 must show.
+pub async fn count_persons(pg_url: &str) -> Result<u64> {
+    let client = crate::olist::db::connect(pg_url).await?;
+    let row = client.query_one("SELECT count(DISTINCT customer_unique_id) FROM ecommerce.customers", &[]).await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Customer 360 from gold `c360`: customers, orders and revenue per lifecycle stage and segment.
+pub async fn print_c360(lake: &std::path::Path) -> Result<()> {
+    let ctx = crate::lake::query::context(lake).await?;
+    let batches = crate::lake::query::batches(
+        &ctx,
+        "SELECT lifecycle_stage, segment, count(*) AS customers, sum(order_count) AS orders, round(sum(revenue), 2) AS revenue \
+         FROM gold_c360 GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .await?;
+    println!("gold c360 (sql/c360 on DataFusion; the same view is in Redis behind the web page)\n{}", crate::lake::query::to_table(&batches)?);
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value as Json;
 
-const CDC_TABLES: &str = "ecommerce.customers,ecommerce.orders,ecommerce.order_items,ecommerce.order_payments";
+const CDC_TABLES: &str = "ecommerce.customers,ecommerce.orders,ecommerce.order_items,ecommerce.order_payments,ecommerce.products,ecommerce.order_reviews";
 
 fn args(case: &Case, processors: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["run".into()];

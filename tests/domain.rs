@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value as Json;
 
-const CDC_TABLES: &str = "ecommerce.customers,ecommerce.orders,ecommerce.order_items,ecommerce.order_payments";
+const CDC_TABLES: &str = "ecommerce.customers,ecommerce.orders,ecommerce.order_items,ecommerce.order_payments,ecommerce.products,ecommerce.order_reviews";
 
 fn domain_args(case: &Case) -> Vec<String> {
     ["run", "domain", "--http-port", "0", "--namespace", &case.prefix, "--cdc-topic-prefix", &case.prefix].iter().map(|s| s.to_string()).collect()

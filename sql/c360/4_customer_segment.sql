@@ -1,4 +1,5 @@
--- Lifecycle stage and marketing segment from behaviour, evaluated against event time:
+-- Lifecycle stage and marketing segment from behaviour (orders, spend, recency, reviews),
+-- evaluated against event time:
 -- stream_clock.stream_time is the latest order purchase time the engine has seen, never the
 -- wall clock, so replays and old datasets (olist is 2016-2018) get the same answer.
 -- RECOMPUTE_AT makes the engine re-evaluate a customer when event time passes that moment
@@ -13,7 +14,8 @@ AS SELECT
   CASE
     WHEN c.order_count = 0 THEN 'prospect'
     WHEN c.last_order_at < s.stream_time - INTERVAL '180 days' THEN 'churn-risk'
-    WHEN c.order_count - c.canceled_orders >= 2 AND c.revenue >= 200 THEN 'evangelist'
+    WHEN c.order_count - c.canceled_orders >= 2 AND c.revenue >= 200
+         AND (c.review_avg IS NULL OR c.review_avg >= 4) THEN 'evangelist'
     ELSE 'customer'
   END AS lifecycle_stage,
   CASE

@@ -147,6 +147,14 @@ impl ColumnBuilder {
     }
 }
 
+/// A field schema without its nullable union: `["null", T]` → `(T, true)`, `T` → `(T, false)`.
+pub fn split_nullable(schema: &apache_avro::Schema) -> (&apache_avro::Schema, bool) {
+    match schema {
+        apache_avro::Schema::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], apache_avro::Schema::Null) => (&u.variants()[1], true),
+        other => (other, false),
+    }
+}
+
 /// Read the column list back from an Avro record schema that funnel generated
 /// (the inverse of [`Column::avro_field`]). Maps, arrays and nested records become string
 /// columns holding their JSON (a Delta table of a domain topic keeps them queryable).
@@ -156,10 +164,7 @@ pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
     rec.fields
         .iter()
         .map(|f| {
-            let (inner, nullable) = match &f.schema {
-                S::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], S::Null) => (&u.variants()[1], true),
-                other => (other, false),
-            };
+            let (inner, nullable) = split_nullable(&f.schema);
             let ty = match inner {
                 S::String | S::Uuid => ColumnType::String,
                 S::Int => ColumnType::Int,

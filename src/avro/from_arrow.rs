@@ -43,10 +43,7 @@ fn targets(schema: &Schema) -> Result<Vec<Target>, FromArrowError> {
     rec.fields
         .iter()
         .map(|f| {
-            let (inner, nullable) = match &f.schema {
-                Schema::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], Schema::Null) => (&u.variants()[1], true),
-                other => (other, false),
-            };
+            let (inner, nullable) = super::arrow::split_nullable(&f.schema);
             let ty = match inner {
                 Schema::String => DataType::Utf8,
                 Schema::Int => DataType::Int32,

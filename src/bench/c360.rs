@@ -82,6 +82,8 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, cfg: &C360B
     println!("data: {} profiles and {} orders in namespace {ns}", produced.profiles, produced.orders);
 
     let inputs = vec![topics.profile.clone(), topics.order_created.clone(), topics.order_updated.clone()];
+    let specs: Vec<_> = inputs.iter().map(|t| crate::kafka::admin::TopicSpec { name: t.clone(), partitions: 3, compact: t == &topics.profile }).collect();
+    crate::kafka::admin::ensure_topics(brokers, &specs).await?;
     let mut lc = LoopConfig::namespaced("bench-passthrough", brokers, inputs.clone(), Delivery::ExactlyOnce, &names);
     lc.stop_when_idle = true;
     let to = names.owned("bench.passthrough");
@@ -160,6 +162,7 @@ async fn latency(brokers: &str, registry_url: &str, redis_url: &str, topics: C36
             items: vec![OrderItem { item_id: 1, price: Some(10.0), freight: Some(1.0), ..Default::default() }],
             item_total: 11.0,
             payment_total: Some(11.0),
+            review_score: None,
             source: "bench".into(),
         };
         let rec = OutRecord { topic: topics.order_created.clone(), key: order_key.encode(key("order_id", &order.order_id))?, value: Some(order_value.encode(order.to_value())?) };

@@ -166,6 +166,24 @@ impl Transform for Cache {
     }
 }
 
+/// Delete every key of the view under `prefix` (a fresh pipeline restarts versions at zero,
+/// which the versioned writes would otherwise refuse).
+pub async fn clear(redis_url: &str, prefix: &str) -> Result<u64> {
+    let mut con = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await.with_context(|| format!("connecting to redis at {redis_url}"))?;
+    let mut cursor = 0u64;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}:*")).arg("COUNT").arg(5000).query_async(&mut con).await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("UNLINK").arg(&keys).query_async::<u64>(&mut con).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// `funnel run cache`.
 pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, topics: C360Topics, prefix: &str, stop_when_idle: bool) -> Result<()> {
     let registry = RegistryClient::new(registry_url);

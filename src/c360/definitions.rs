@@ -10,7 +10,7 @@ use regex::Regex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
-    #[error("{file}: expected `CREATE TABLE|STREAM <name> WITH (...) AS SELECT ...;`")]
+    #[error("{file}: expected `CREATE TABLE|STREAM <name> WITH (...) AS SELECT|WITH ...;`")]
     Shape { file: String },
     #[error("{file}: option {option}: {reason}")]
     Option { file: String, option: String, reason: String },
@@ -66,7 +66,7 @@ impl Definition {
 /// Parse one file's text.
 pub fn parse(file: &str, text: &str) -> Result<Definition, DefinitionError> {
     let without_comments: String = text.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
-    let re = Regex::new(r"(?is)^\s*CREATE\s+(TABLE|STREAM)\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+(SELECT\b.*?)\s*;?\s*$").expect("valid regex");
+    let re = Regex::new(r"(?is)^\s*CREATE\s+(TABLE|STREAM)\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+((?:SELECT|WITH)\b.*?)\s*;?\s*$").expect("valid regex");
     let caps = re.captures(&without_comments).ok_or_else(|| DefinitionError::Shape { file: file.into() })?;
     let kind = if caps[1].eq_ignore_ascii_case("table") { Kind::Table } else { Kind::Stream };
     let option_re = Regex::new(r"(?s)(\w+)\s*=\s*(?:'([^']*)'|(\w+))").expect("valid regex");

@@ -1,10 +1,11 @@
 //! The `c360` processor: runs `sql/c360/*.sql` on DataFusion per micro-batch.
 //!
-//! Records are applied to keyed state as they arrive (profiles: latest by source position;
-//! orders: latest state, with customer → orders index) and collected into a sub-batch. At the
-//! end of the batch — or earlier, when a profile changes for a customer that already has an
-//! order event in the sub-batch, so every order joins the profile as of its own arrival — the
-//! sub-batch runs through the four queries:
+//! Records are decoded as they arrive (a bad one is dead-lettered) and queued per input
+//! partition. At the end of the batch they are applied to keyed state in event-time order
+//! (profiles: latest by source position; orders: latest state, with a customer → orders index)
+//! and collected into a sub-batch, which runs through the four queries at the end — or
+//! earlier, when a profile changes for a customer that already has an order event in the
+//! sub-batch, so that every order joins the profile as of its own arrival:
 //!
 //! 1. `customer_profile` over the stored profiles of the customers involved;
 //! 2. `customer_order_enriched` over the sub-batch's order events ⟕ `customer_profile`;
@@ -198,6 +199,7 @@ impl C360Engine {
         ctx.register_batch("order_events", relations::order_events(&[])?)?;
         ctx.register_batch("affected_customers", relations::affected_customers(&[])?)?;
         ctx.register_batch("customer_orders", relations::customer_orders(&[])?)?;
+        ctx.register_batch("customer_order_items", relations::customer_order_items(&[])?)?;
         let checks = [(&self.sql.enriched, &self.enriched, &[][..]), (&self.sql.consolidated, &self.consolidated, CONSOLIDATED_BY_ENGINE)];
         for (def, out, engine_fields) in checks {
             let df = plan(&ctx, def).await?;
@@ -447,6 +449,7 @@ impl C360Engine {
         ctx.register_batch("affected_customers", relations::affected_customers(&ids)?)?;
         let orders: Vec<&Order> = ids.iter().filter_map(|id| self.customer_orders.get(*id)).flatten().filter_map(|o| self.orders.get(o).and_then(|e| e.order.as_ref())).collect();
         ctx.register_batch("customer_orders", relations::customer_orders(&orders)?)?;
+        ctx.register_batch("customer_order_items", relations::customer_order_items(&orders)?)?;
         let mut records = vec![];
         for batch in run(&ctx, &self.sql.consolidated).await? {
             records.extend(from_arrow::records(&batch, &self.consolidated.schema, CONSOLIDATED_BY_ENGINE).context("customer_consolidated rows")?);

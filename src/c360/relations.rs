@@ -8,6 +8,7 @@
 //! | `order_events`       | the batch's order events (created, updated, deleted, re-emits)     |
 //! | `affected_customers` | customers whose aggregates the batch may change                    |
 //! | `customer_orders`    | current (not deleted) orders of the affected customers             |
+//! | `customer_order_items` | their items: customer, order, product, category, price           |
 //! | `customer_consolidated` | result of `customer_consolidated.sql` (for the segment query)   |
 //! | `stream_clock`       | one row: `stream_time`, the latest order purchase time seen        |
 
@@ -86,6 +87,7 @@ fn order_fields() -> Vec<Field> {
         Field::new("item_count", DataType::Int64, false),
         Field::new("item_total", DataType::Float64, false),
         Field::new("payment_total", DataType::Float64, true),
+        Field::new("review_score", DataType::Float64, true),
         Field::new("source", DataType::Utf8, false),
     ]
 }
@@ -99,6 +101,7 @@ fn order_columns(orders: &[&Order]) -> Vec<ArrayRef> {
     let mut item_count = Int64Builder::with_capacity(n);
     let mut item_total = Float64Builder::with_capacity(n);
     let mut payment = Float64Builder::with_capacity(n);
+    let mut review = Float64Builder::with_capacity(n);
     let mut source = StringBuilder::with_capacity(n, n * 8);
     for o in orders {
         ids.append_value(&o.order_id);
@@ -110,6 +113,7 @@ fn order_columns(orders: &[&Order]) -> Vec<ArrayRef> {
         item_count.append_value(o.items.len() as i64);
         item_total.append_value(o.item_total);
         payment.append_option(o.payment_total);
+        review.append_option(o.review_score);
         source.append_value(&o.source);
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(ids.finish()), Arc::new(customers.finish()), Arc::new(status.finish())];
@@ -117,12 +121,37 @@ fn order_columns(orders: &[&Order]) -> Vec<ArrayRef> {
     columns.push(Arc::new(item_count.finish()));
     columns.push(Arc::new(item_total.finish()));
     columns.push(Arc::new(payment.finish()));
+    columns.push(Arc::new(review.finish()));
     columns.push(Arc::new(source.finish()));
     columns
 }
 
 pub fn customer_orders(orders: &[&Order]) -> Result<RecordBatch, ArrowError> {
     RecordBatch::try_new(Arc::new(Schema::new(order_fields())), order_columns(orders))
+}
+
+pub fn customer_order_items(orders: &[&Order]) -> Result<RecordBatch, ArrowError> {
+    let schema = Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, true),
+        Field::new("order_id", DataType::Utf8, false),
+        Field::new("product_id", DataType::Utf8, true),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+    ]);
+    let mut text: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut price = Float64Builder::new();
+    for o in orders {
+        for i in &o.items {
+            text[0].append_option(o.customer_id.as_deref());
+            text[1].append_value(&o.order_id);
+            text[2].append_option(i.product_id.as_deref());
+            text[3].append_option(i.category.as_deref());
+            price.append_option(i.price);
+        }
+    }
+    let mut columns: Vec<ArrayRef> = text.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    columns.push(Arc::new(price.finish()));
+    RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 pub fn order_events(events: &[EventRow<'_>]) -> Result<RecordBatch, ArrowError> {

@@ -31,6 +31,8 @@ pub struct OrderItem {
     pub seller_id: Option<String>,
     pub price: Option<f64>,
     pub freight: Option<f64>,
+    /// The product's category (null when unknown).
+    pub category: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -44,6 +46,8 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     pub item_total: f64,
     pub payment_total: Option<f64>,
+    /// Mean score of the order's reviews (1–5; null without reviews).
+    pub review_score: Option<f64>,
     pub source: String,
 }
 
@@ -84,6 +88,7 @@ impl Order {
                     ("seller_id".into(), text(&i.seller_id)),
                     ("price".into(), double(i.price)),
                     ("freight".into(), double(i.freight)),
+                    ("category".into(), text(&i.category)),
                 ])
             })
             .collect();
@@ -99,6 +104,7 @@ impl Order {
             ("items".into(), Value::Array(items)),
             ("item_total".into(), Value::Double(self.item_total)),
             ("payment_total".into(), double(self.payment_total)),
+            ("review_score".into(), double(self.review_score)),
             ("source".into(), Value::String(self.source.clone())),
         ])
     }
@@ -157,6 +163,7 @@ impl Order {
                         seller_id: opt_text(i, "seller_id"),
                         price: double(field(i, "price")),
                         freight: double(field(i, "freight")),
+                        category: opt_text(i, "category"),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?,
@@ -171,6 +178,7 @@ impl Order {
             items,
             item_total: double(field(f, "item_total")).unwrap_or(0.0),
             payment_total: double(field(f, "payment_total")),
+            review_score: double(field(f, "review_score")),
             source: opt_text(f, "source").unwrap_or_default(),
         })
     }
@@ -187,9 +195,10 @@ mod tests {
             customer_id: Some("c1".into()),
             status: Some("delivered".into()),
             times: [Some(1), None, Some(3), None, Some(5)],
-            items: vec![OrderItem { item_id: 1, product_id: Some("p".into()), seller_id: None, price: Some(10.5), freight: Some(1.25) }],
+            items: vec![OrderItem { item_id: 1, product_id: Some("p".into()), seller_id: None, price: Some(10.5), freight: Some(1.25), category: Some("toys".into()) }],
             item_total: 11.75,
             payment_total: None,
+            review_score: Some(4.5),
             source: "seed".into(),
         };
         assert_eq!(Order::from_value(&o.to_value()), Ok(o));

@@ -31,6 +31,8 @@ pub struct DomainTopics {
     pub orders: String,
     pub order_items: String,
     pub order_payments: String,
+    pub products: String,
+    pub order_reviews: String,
     pub profile: String,
     pub order_created: String,
     pub order_updated: String,
@@ -43,6 +45,8 @@ impl DomainTopics {
             orders: names.cdc("ecommerce.orders"),
             order_items: names.cdc("ecommerce.order_items"),
             order_payments: names.cdc("ecommerce.order_payments"),
+            products: names.cdc("ecommerce.products"),
+            order_reviews: names.cdc("ecommerce.order_reviews"),
             profile: names.owned("dom.customer.profile.upsert.v1"),
             order_created: names.owned("dom.order.created.v1"),
             order_updated: names.owned("dom.order.updated.v1"),
@@ -54,7 +58,7 @@ impl DomainTopics {
 /// `funnel run domain`: olist CDC → domain topics.
 pub async fn run(brokers: &str, registry_url: &str, topics: DomainTopics, delivery: Delivery) -> Result<()> {
     let registry = RegistryClient::new(registry_url);
-    for t in [&topics.customers, &topics.orders, &topics.order_items, &topics.order_payments] {
+    for t in [&topics.customers, &topics.orders, &topics.order_items, &topics.order_payments, &topics.products, &topics.order_reviews] {
         wait_for_topic(brokers, t).await?;
     }
     let dlq = topics.names.dead_letters(PROCESSOR);

@@ -1,5 +1,6 @@
 //! olist CDC → domain events. olist's `customer_id` is one per order; the person is
-//! `customer_unique_id`, which becomes the domain's `customer_id`.
+//! `customer_unique_id`, which becomes the domain's `customer_id`. Items carry their product's
+//! category (products), orders the mean score of their reviews (order_reviews).
 //!
 //! State: the last CDC image of every customer, order, order item and payment, in stores with
 //! compacted changelogs (restored on start), plus the last order emitted per order_id. A change
@@ -31,6 +32,8 @@ enum Table {
     Orders,
     Items,
     Payments,
+    Products,
+    Reviews,
 }
 
 struct Customer {
@@ -77,6 +80,11 @@ pub struct OlistDomain {
     customer_orders: HashMap<String, BTreeSet<String>>,
     items: HashMap<String, BTreeMap<i32, Item>>,
     payments: HashMap<String, BTreeMap<i32, i128>>,
+    /// Category per product, and the orders each product is in (a category change re-emits them).
+    categories: HashMap<String, Option<String>>,
+    product_orders: HashMap<String, BTreeSet<String>>,
+    /// Review scores per order, by review record key.
+    reviews: HashMap<String, BTreeMap<Vec<u8>, Option<i32>>>,
     dirty_orders: HashSet<String>,
     dirty_profiles: HashSet<String>,
 }
@@ -92,7 +100,14 @@ impl OlistDomain {
         let (order_key, order_value) = Registered::topic(registry, &topics.order_created, s::ORDER_KEY, s::ORDER_VALUE).await?;
         Registered::topic(registry, &topics.order_updated, s::ORDER_KEY, s::ORDER_VALUE).await?;
         let mut stores = HashMap::new();
-        for (t, name) in [(Table::Customers, "customers"), (Table::Orders, "orders"), (Table::Items, "order-items"), (Table::Payments, "order-payments")] {
+        for (t, name) in [
+            (Table::Customers, "customers"),
+            (Table::Orders, "orders"),
+            (Table::Items, "order-items"),
+            (Table::Payments, "order-payments"),
+            (Table::Products, "products"),
+            (Table::Reviews, "order-reviews"),
+        ] {
             stores.insert(t, ChangelogStore::open(brokers, &topics.names.changelog(super::PROCESSOR, name), 3).await?);
         }
         let mut d = OlistDomain {
@@ -113,10 +128,13 @@ impl OlistDomain {
             customer_orders: HashMap::new(),
             items: HashMap::new(),
             payments: HashMap::new(),
+            categories: HashMap::new(),
+            product_orders: HashMap::new(),
+            reviews: HashMap::new(),
             dirty_orders: HashSet::new(),
             dirty_profiles: HashSet::new(),
         };
-        for t in [Table::Customers, Table::Orders, Table::Items, Table::Payments] {
+        for t in [Table::Customers, Table::Orders, Table::Items, Table::Payments, Table::Products, Table::Reviews] {
             let stored: Vec<(Vec<u8>, Vec<u8>)> = d.stores[&t].iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for (k, v) in stored {
                 let c = d.decoder.decode(&v).await?.map_err(anyhow::Error::msg)?;
@@ -130,12 +148,20 @@ impl OlistDomain {
     }
 
     pub fn inputs(&self) -> Vec<String> {
-        vec![self.topics.customers.clone(), self.topics.orders.clone(), self.topics.order_items.clone(), self.topics.order_payments.clone()]
+        let t = &self.topics;
+        vec![t.customers.clone(), t.orders.clone(), t.order_items.clone(), t.order_payments.clone(), t.products.clone(), t.order_reviews.clone()]
     }
 
     fn table_of(&self, topic: &str) -> Option<Table> {
         let t = &self.topics;
-        [(&t.customers, Table::Customers), (&t.orders, Table::Orders), (&t.order_items, Table::Items), (&t.order_payments, Table::Payments)]
+        [
+            (&t.customers, Table::Customers),
+            (&t.orders, Table::Orders),
+            (&t.order_items, Table::Items),
+            (&t.order_payments, Table::Payments),
+            (&t.products, Table::Products),
+            (&t.order_reviews, Table::Reviews),
+        ]
             .into_iter()
             .find(|(name, _)| name.as_str() == topic)
             .map(|(_, t)| t)
@@ -176,11 +202,39 @@ impl OlistDomain {
                 }
                 self.dirty_orders.insert(id);
             }
+            Table::Products => {
+                let id = c.text("product_id").ok_or("product without product_id")?;
+                if c.is_delete() {
+                    self.categories.remove(&id);
+                } else {
+                    self.categories.insert(id.clone(), c.text("product_category_name"));
+                }
+                self.dirty_orders.extend(self.product_orders.get(&id).into_iter().flatten().cloned());
+            }
+            Table::Reviews => {
+                let order = c.text("order_id").ok_or("review without order_id")?;
+                if let Some(r) = self.reviews.get_mut(&order) {
+                    r.remove(key);
+                }
+                if !c.is_delete() {
+                    let score = crate::avro::value::long(c.get("review_score")).map(|s| s as i32);
+                    self.reviews.entry(order.clone()).or_default().insert(key.to_vec(), score);
+                }
+                self.dirty_orders.insert(order);
+            }
             Table::Items | Table::Payments => {
                 if let Some((order, n)) = self.refs.remove(&k) {
                     match table {
-                        Table::Items => self.items.get_mut(&order).map(|m| m.remove(&n)).map(|_| ()),
-                        _ => self.payments.get_mut(&order).map(|m| m.remove(&n)).map(|_| ()),
+                        Table::Items => {
+                            if let Some(old) = self.items.get_mut(&order).and_then(|m| m.remove(&n)) {
+                                if let Some(orders) = old.product_id.and_then(|p| self.product_orders.get_mut(&p)) {
+                                    orders.remove(&order);
+                                }
+                            }
+                        }
+                        _ => {
+                            self.payments.get_mut(&order).map(|m| m.remove(&n));
+                        }
                     };
                     self.dirty_orders.insert(order);
                 }
@@ -190,6 +244,9 @@ impl OlistDomain {
                     let n = crate::avro::value::long(c.get(seq)).ok_or(format!("row without {seq}"))? as i32;
                     if table == Table::Items {
                         let item = Item { product_id: c.text("product_id"), seller_id: c.text("seller_id"), price: c.units("price", SCALE), freight: c.units("freight_value", SCALE) };
+                        if let Some(p) = &item.product_id {
+                            self.product_orders.entry(p.clone()).or_default().insert(order.clone());
+                        }
                         self.items.entry(order.clone()).or_default().insert(n, item);
                     } else {
                         self.payments.entry(order.clone()).or_default().insert(n, c.units("payment_value", SCALE).unwrap_or(0));
@@ -213,10 +270,21 @@ impl OlistDomain {
             items: items
                 .into_iter()
                 .flatten()
-                .map(|(n, i)| OrderItem { item_id: *n, product_id: i.product_id.clone(), seller_id: i.seller_id.clone(), price: i.price.map(money), freight: i.freight.map(money) })
+                .map(|(n, i)| OrderItem {
+                    item_id: *n,
+                    product_id: i.product_id.clone(),
+                    seller_id: i.seller_id.clone(),
+                    price: i.price.map(money),
+                    freight: i.freight.map(money),
+                    category: i.product_id.as_ref().and_then(|p| self.categories.get(p).cloned().flatten()),
+                })
                 .collect(),
             item_total: money(items.into_iter().flatten().map(|(_, i)| i.price.unwrap_or(0) + i.freight.unwrap_or(0)).sum()),
             payment_total: self.payments.get(id).filter(|p| !p.is_empty()).map(|p| money(p.values().sum::<i128>())),
+            review_score: {
+                let scores: Vec<i32> = self.reviews.get(id).into_iter().flat_map(|r| r.values().flatten().copied()).collect();
+                (!scores.is_empty()).then(|| scores.iter().map(|s| *s as f64).sum::<f64>() / scores.len() as f64)
+            },
             source: SOURCE.into(),
         }
     }

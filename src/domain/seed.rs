@@ -21,6 +21,8 @@ const FIRST: &[&str] = &["Ana", "Bruno", "Carla", "Diego", "Eva", "Felipe", "Gab
 const LAST: &[&str] = &["Silva", "Santos", "Oliveira", "Souza", "Lima", "Pereira", "Costa", "Almeida"];
 const STATUSES: &[(&str, f64)] = &[("delivered", 0.8), ("shipped", 0.1), ("canceled", 0.05), ("processing", 0.05)];
 const CHANNELS: &[&str] = &["organic_search", "paid_search", "social", "email", "referral"];
+/// Product categories (olist's most common ones); a product's category is fixed by its number.
+const CATEGORIES: &[&str] = &["cama_mesa_banho", "beleza_saude", "esporte_lazer", "moveis_decoracao", "informatica_acessorios", "utilidades_domesticas", "relogios_presentes", "telefonia"];
 /// 2017-01-01T00:00:00Z in microseconds.
 const EPOCH_2017: i64 = 1_483_228_800_000_000;
 const DAY: i64 = 86_400_000_000;
@@ -82,12 +84,16 @@ fn order(rng: &mut Rng, j: u32, customers: u32) -> Order {
         p -= share;
     }
     let items: Vec<OrderItem> = (1..=1 + rng.below(3) as i32)
-        .map(|n| OrderItem {
-            item_id: n,
-            product_id: Some(format!("seed-p{:04}", rng.below(500))),
-            seller_id: Some(format!("seed-s{:03}", rng.below(100))),
-            price: Some((500 + rng.below(50_000)) as f64 / 100.0),
-            freight: Some((rng.below(3_000)) as f64 / 100.0),
+        .map(|n| {
+            let product = rng.below(500);
+            OrderItem {
+                item_id: n,
+                product_id: Some(format!("seed-p{product:04}")),
+                seller_id: Some(format!("seed-s{:03}", rng.below(100))),
+                price: Some((500 + rng.below(50_000)) as f64 / 100.0),
+                freight: Some((rng.below(3_000)) as f64 / 100.0),
+                category: Some(CATEGORIES[product as usize % CATEGORIES.len()].into()),
+            }
         })
         .collect();
     let item_total = items.iter().map(|i| i.price.unwrap_or(0.0) + i.freight.unwrap_or(0.0)).sum::<f64>();
@@ -101,6 +107,7 @@ fn order(rng: &mut Rng, j: u32, customers: u32) -> Order {
         items,
         item_total,
         payment_total: (status != "canceled").then_some(item_total),
+        review_score: (status == "delivered").then(|| 1.0 + rng.below(5) as f64),
         source: "seed".into(),
     }
 }

@@ -99,27 +99,33 @@ pub fn env_lines(lake_dir: &std::path::Path) -> String {
     )
 }
 
-fn processors_pid(dirs: &StackDirs) -> Result<PathBuf> {
-    Ok(dirs.state()?.join("processors.pid"))
+/// Background programs the demo starts: the processors and the web front.
+pub const DEMO_PROGRAMS: &[&str] = &["processors", "serve"];
+
+fn pid_file(dirs: &StackDirs, name: &str) -> Result<PathBuf> {
+    Ok(dirs.state()?.join(format!("{name}.pid")))
 }
 
-/// Start the demo's processors detached (stopped by `funnel stack down`).
-pub fn start_processors(dirs: &StackDirs, cmd: std::process::Command) -> Result<u32> {
+/// Start one of the demo's background programs detached, logging to `<state>/<name>.log`
+/// (stopped by `funnel stack down`).
+pub fn start_detached(dirs: &StackDirs, name: &str, cmd: std::process::Command) -> Result<u32> {
     let state = dirs.state()?;
-    process::spawn_detached(cmd, &state.join("processors.log"), &processors_pid(dirs)?)
+    process::spawn_detached(cmd, &state.join(format!("{name}.log")), &pid_file(dirs, name)?)
 }
 
 pub fn processors_running(dirs: &StackDirs) -> bool {
-    processors_pid(dirs).ok().and_then(|p| process::read_pid(&p)).is_some_and(process::pid_alive)
+    pid_file(dirs, "processors").ok().and_then(|p| process::read_pid(&p)).is_some_and(process::pid_alive)
 }
 
-/// Stop the processors the demo started, if any.
+/// Stop the programs the demo started, if any.
 pub fn stop_processors(dirs: &StackDirs) -> Result<()> {
-    let pid_file = processors_pid(dirs)?;
-    if let Some(pid) = process::read_pid(&pid_file).filter(|p| process::pid_alive(*p)) {
-        process::terminate(pid);
-        println!("processors (pid {pid}) stopped");
+    for name in DEMO_PROGRAMS {
+        let pid_file = pid_file(dirs, name)?;
+        if let Some(pid) = process::read_pid(&pid_file).filter(|p| process::pid_alive(*p)) {
+            process::terminate(pid);
+            println!("{name} (pid {pid}) stopped");
+        }
+        let _ = std::fs::remove_file(pid_file);
     }
-    let _ = std::fs::remove_file(pid_file);
     Ok(())
 }

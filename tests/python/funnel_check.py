@@ -371,8 +371,9 @@ def check_c360(args, what):
             for c in ("first_order_at", "last_order_at"):
                 if row[c] is not None:
                     row[c] = norm(epoch + datetime.timedelta(microseconds=int(row[c])))
-            if row["revenue"] is not None:
-                row["revenue"] = norm(float(row["revenue"]))
+            for c in ("revenue", "review_avg"):
+                if row[c] is not None:
+                    row[c] = norm(float(row[c]))
             actual[(h["customer_id"],)] = row
         out = {"check": "c360 redis", "keys": len(keys)}
     elif what == "enriched":
@@ -392,7 +393,7 @@ def check_c360(args, what):
         raise ValueError(what)
     digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
     out["digest"] = digest
-    out.update(compare(expected, actual, cols, ("revenue",)))
+    out.update(compare(expected, actual, cols, ("revenue", "review_avg")))
     return out
 
 
