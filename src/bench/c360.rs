@@ -5,8 +5,9 @@
 //!    input topics), both run to the end of the inputs; each timed from its first consumed
 //!    record, so consumer-group joins do not count;
 //! 2. latency: with `c360` and `cache` running, orders for new customers are produced at a
-//!    steady rate; each is timed from the broker's acknowledgement of the produce (the source
-//!    commit) to its customer's hash appearing in Redis.
+//!    steady rate (purchase times continuing the seeded timeline); each is timed from the
+//!    broker's acknowledgement of the produce (the source commit) to its customer's hash
+//!    appearing in Redis.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,7 +159,9 @@ async fn latency(brokers: &str, registry_url: &str, redis_url: &str, topics: C36
             order_id: format!("probe-order-{i}"),
             customer_id: Some(id.clone()),
             status: Some("created".into()),
-            times: [Some(chrono::Utc::now().timestamp_micros()), None, None, None, None],
+            // Purchase times continue the seeded timeline (a jump to today would fire every
+            // customer's churn timer at once: a one-off burst, not the steady state measured here).
+            times: [Some(crate::domain::seed::TIMELINE_END + i as i64 * 1000), None, None, None, None],
             items: vec![OrderItem { item_id: 1, price: Some(10.0), freight: Some(1.0), ..Default::default() }],
             item_total: 11.0,
             payment_total: Some(11.0),

@@ -3,7 +3,7 @@
 //!
 //! Layout (prefix `c360` by default):
 //! - `<prefix>:customer:<id>` hash: every consolidated field as text (timestamps in µs since
-//!   the epoch, nulls absent) plus `_v_events` / `_v_time`, the record's version;
+//!   the epoch, nulls absent) plus `_v_epoch` / `_v_events` / `_v_time`, the record's version;
 //! - `<prefix>:segment:<segment>`, `<prefix>:stage:<lifecycle_stage>` sets of ids, and the
 //!   names seen in `<prefix>:segments` / `<prefix>:stages`;
 //! - `<prefix>:by_revenue` sorted set; `<prefix>:search` hash: lowercase search text (id,
@@ -12,8 +12,9 @@
 //! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`.
 //!
 //! Writes are versioned: a Lua script applies a record only when its version
-//! (`applied_events`, `stream_time`) is not older than the stored one, so re-deliveries and a
-//! replay of the topic (`funnel replay c360`) never put an older view over a newer one.
+//! (`epoch`, `applied_events`, `stream_time`) is not older than the stored one, so
+//! re-deliveries never put an older view over a newer one, and a replay (`funnel replay
+//! c360`, a new epoch) replaces the view even where compaction left it fewer events to count.
 //! At-least-once: offsets are committed after Redis acknowledged the batch.
 //! The read side (the web page's queries) is `super::view`.
 
@@ -28,27 +29,28 @@ use crate::registry::RegistryClient;
 use crate::runtime::processor::{self, InRecord, LoopConfig, Outcome, Transform};
 
 /// KEYS: none (names are built from the prefix, one Redis, not a cluster).
-/// ARGV: prefix, id, events, time, segment, stage, revenue, search, field, value, …
+/// ARGV: prefix, id, epoch, events, time, segment, stage, revenue, search, field, value, …
+/// The version is (epoch, events, time), compared in that order.
 const UPSERT: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 local key = p .. ':customer:' .. id
-local cur = redis.call('HMGET', key, '_v_events', '_v_time', 'segment', 'lifecycle_stage', '_search')
-local ne, nt = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cur = redis.call('HMGET', key, '_v_epoch', '_v_events', '_v_time', 'segment', 'lifecycle_stage', '_search')
+local nep, ne, nt = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if cur[1] then
-  local ce, ct = tonumber(cur[1]), tonumber(cur[2])
-  if ne < ce or (ne == ce and nt < ct) then return 0 end
-  if cur[3] then redis.call('SREM', p .. ':segment:' .. cur[3], id) end
-  if cur[4] then redis.call('SREM', p .. ':stage:' .. cur[4], id) end
-  if cur[5] then redis.call('HDEL', p .. ':search', cur[5]) end
+  local cep, ce, ct = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+  if nep < cep or (nep == cep and (ne < ce or (ne == ce and nt < ct))) then return 0 end
+  if cur[4] then redis.call('SREM', p .. ':segment:' .. cur[4], id) end
+  if cur[5] then redis.call('SREM', p .. ':stage:' .. cur[5], id) end
+  if cur[6] then redis.call('HDEL', p .. ':search', cur[6]) end
 end
 redis.call('DEL', key)
-redis.call('HSET', key, '_v_events', ARGV[3], '_v_time', ARGV[4], '_search', ARGV[8], unpack(ARGV, 9))
-redis.call('SADD', p .. ':segment:' .. ARGV[5], id)
-redis.call('SADD', p .. ':stage:' .. ARGV[6], id)
-redis.call('SADD', p .. ':segments', ARGV[5])
-redis.call('SADD', p .. ':stages', ARGV[6])
-redis.call('ZADD', p .. ':by_revenue', ARGV[7], id)
-redis.call('HSET', p .. ':search', ARGV[8], id)
+redis.call('HSET', key, '_v_epoch', ARGV[3], '_v_events', ARGV[4], '_v_time', ARGV[5], '_search', ARGV[9], unpack(ARGV, 10))
+redis.call('SADD', p .. ':segment:' .. ARGV[6], id)
+redis.call('SADD', p .. ':stage:' .. ARGV[7], id)
+redis.call('SADD', p .. ':segments', ARGV[6])
+redis.call('SADD', p .. ':stages', ARGV[7])
+redis.call('ZADD', p .. ':by_revenue', ARGV[8], id)
+redis.call('HSET', p .. ':search', ARGV[9], id)
 redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
@@ -104,11 +106,12 @@ impl Cache {
     fn upsert_args(&self, fields: &[(String, Value)]) -> Result<Vec<String>, String> {
         let id = text(field(fields, "customer_id")).ok_or("record without customer_id")?.to_string();
         let required = |name: &str| text(field(fields, name)).map(str::to_string).ok_or_else(|| format!("record without {name}"));
+        let epoch = long(field(fields, "epoch")).unwrap_or(0);
         let events = long(field(fields, "applied_events")).ok_or("record without applied_events")?;
         let time = long(field(fields, "stream_time")).unwrap_or(-1);
-        let revenue = crate::avro::value::double(field(fields, "revenue")).unwrap_or(0.0);
+        let revenue = crate::avro::value::double(field(fields, "revenue")).filter(|r| r.is_finite()).ok_or("revenue is not a finite number")?;
         let search: Vec<String> = ["first_name", "last_name", "email", "city", "state", "customer_id"].iter().filter_map(|n| text(field(fields, n))).map(str::to_lowercase).collect();
-        let mut args = vec![self.prefix.clone(), id, events.to_string(), time.to_string(), required("segment")?, required("lifecycle_stage")?, revenue.to_string(), search.join(" ")];
+        let mut args = vec![self.prefix.clone(), id, epoch.to_string(), events.to_string(), time.to_string(), required("segment")?, required("lifecycle_stage")?, revenue.to_string(), search.join(" ")];
         for (name, v) in fields {
             if let Some(c) = cell(v) {
                 args.push(name.clone());

@@ -43,7 +43,10 @@ use crate::runtime::processor::{InRecord, Outcome, Transform};
 use crate::state::ChangelogStore;
 
 /// Consolidated fields the engine sets (the rest come from `customer_consolidated.sql`).
-const CONSOLIDATED_BY_ENGINE: &[&str] = &["lifecycle_stage", "segment", "applied_events", "stream_time"];
+const CONSOLIDATED_BY_ENGINE: &[&str] = &["lifecycle_stage", "segment", "epoch", "applied_events", "stream_time"];
+/// How far an order's purchase time may run ahead of its record's timestamp and still move the
+/// event-time clock (a mistyped year must not push every customer into churn-risk for good).
+const CLOCK_ALLOWANCE_MICROS: i64 = 86_400_000_000;
 /// Segment-event fields the engine sets (the rest come from `customer_segment.sql`).
 const SEGMENT_BY_ENGINE: &[&str] = &["previous_lifecycle_stage", "previous_segment", "stream_time"];
 
@@ -105,6 +108,9 @@ pub struct C360Engine {
     orders: HashMap<String, OrderEntry>,
     customer_orders: HashMap<String, BTreeSet<String>>,
     clock: Option<i64>,
+    epoch: i64,
+    /// Changelog records written at start (a new epoch), committed with the first batch.
+    startup: Vec<OutRecord>,
     timers: Timers,
     timer: Option<(String, i64)>,
     reemit: bool,
@@ -178,6 +184,8 @@ impl C360Engine {
             orders: HashMap::new(),
             customer_orders: HashMap::new(),
             clock: None,
+            epoch: 0,
+            startup: vec![],
             timers: Timers::default(),
             inbox: BTreeMap::new(),
             pending: Pending::default(),
@@ -230,6 +238,7 @@ impl C360Engine {
                     self.orders.insert(id.to_string(), entry);
                 }
                 Entry::Clock => self.clock = serde_json::from_slice(&v).context("restoring the clock")?,
+                Entry::Epoch => self.epoch = serde_json::from_slice(&v).context("restoring the epoch")?,
                 Entry::Consolidated(id) => consolidated.push((id.to_string(), v)),
                 Entry::Unknown => tracing::warn!(key = %String::from_utf8_lossy(&k), "c360: ignoring an unknown state key"),
             }
@@ -238,14 +247,21 @@ impl C360Engine {
             let rec = self.decode_consolidated(&bytes).await?;
             self.set_timer(&id, &rec);
         }
-        tracing::info!(profiles = self.profiles.len(), orders = self.orders.len(), timers = self.timers.len(), clock = ?self.clock, "c360 state restored");
+        if self.epoch == 0 {
+            // Empty state (first start, or a replay): a new epoch, committed with the first batch.
+            self.epoch = chrono::Utc::now().timestamp_millis();
+            self.store.put(state::EPOCH.to_vec(), json(&self.epoch), &mut self.startup);
+        }
+        tracing::info!(profiles = self.profiles.len(), orders = self.orders.len(), timers = self.timers.len(), clock = ?self.clock, epoch = self.epoch, "c360 state restored");
         Ok(())
     }
 
     async fn decode_consolidated(&self, bytes: &[u8]) -> Result<Record> {
-        let (_, value) = decode(&self.registry, bytes).await.context("decoding a stored consolidated record")?;
-        // Resolve against the current schema: a record stored under an older version gains defaults.
-        match value.resolve(&self.consolidated.schema).context("resolving a stored consolidated record")? {
+        let (id, value) = decode(&self.registry, bytes).await.context("decoding a stored consolidated record")?;
+        // A record stored under an older schema version is resolved against the current one
+        // (gaining defaults); the common case, written with the current schema, is taken as is.
+        let value = if id == self.consolidated.id { value } else { value.resolve(&self.consolidated.schema).context("resolving a stored consolidated record")? };
+        match value {
             Value::Record(fields) => Ok(fields),
             other => anyhow::bail!("stored consolidated record is not a record: {other:?}"),
         }
@@ -377,12 +393,14 @@ impl C360Engine {
         let id = id.to_string();
         let mut entry = self.orders.get(&id).cloned().unwrap_or_default();
         let fresh = match input {
-            // A creation is older than any update; it applies to an unknown or deleted order.
-            Input::Created => entry.order.is_none() && entry.created_offset.is_none_or(|o| o < rec.offset),
+            // A creation is older than any update of the same life of the order: it applies to
+            // an unknown order, or to a deleted one when produced after the delete (offsets of
+            // the two topics are not comparable; record timestamps are).
+            Input::Created => entry.order.is_none() && entry.created_offset.is_none_or(|o| o < rec.offset) && entry.deleted_at_ms.is_none_or(|d| rec.timestamp > d),
             _ => entry.updated_offset.is_none_or(|o| o < rec.offset),
         };
         if !fresh {
-            return; // re-delivered, or a creation overtaken by an update
+            return; // re-delivered, or a creation overtaken by an update or a delete
         }
         let old_customer = entry.customer().map(str::to_string);
         let event_type = match (&order, input) {
@@ -393,6 +411,9 @@ impl C360Engine {
         match input {
             Input::Created => entry.created_offset = Some(rec.offset),
             _ => entry.updated_offset = Some(rec.offset),
+        }
+        if order.is_none() {
+            entry.deleted_at_ms = Some(rec.timestamp);
         }
         let previous = std::mem::replace(&mut entry.order, order);
         let new_customer = entry.customer().map(str::to_string);
@@ -411,6 +432,7 @@ impl C360Engine {
             self.bump(new_customer.as_deref());
         }
         if let Some(t) = entry.order.as_ref().and_then(|o| o.times[0]) {
+            let t = t.min(rec.timestamp.saturating_mul(1000).saturating_add(CLOCK_ALLOWANCE_MICROS));
             self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
         }
         // The event row: the order as it is now (as it was, for a delete).
@@ -478,6 +500,7 @@ impl C360Engine {
             }
             let applied = previous.as_ref().and_then(|p| long(field(p, "applied_events"))).unwrap_or(0) + pending.affected.get(&id).copied().unwrap_or(0);
             set(&mut rec, "applied_events", Value::Long(applied));
+            set(&mut rec, "epoch", Value::Long(self.epoch));
             live.push((id, rec, previous));
         }
         self.evaluate(live, true, &mut out).await?;
@@ -562,7 +585,7 @@ impl Transform for C360Engine {
     }
 
     async fn end_batch(&mut self) -> Result<Vec<OutRecord>> {
-        let mut out = vec![];
+        let mut out = std::mem::take(&mut self.startup);
         self.apply_inbox(&mut out).await?;
         out.extend(self.flush().await?);
         self.fire_timers(&mut out).await?;

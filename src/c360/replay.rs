@@ -2,9 +2,10 @@
 //! `cache` first). The engine's changelog and output topics are deleted and its group rewound;
 //! the silver and gold c360 tables are removed. Then, in order and each to the end of its
 //! input: the engine, the lake tables, and the Redis view (its group rewound to the start of
-//! the recreated consolidated topic). Redis is not flushed: its writes are versioned by
-//! (applied_events, stream_time), which a replay reaches again, so no replayed record
-//! overwrites a newer one and the view ends where the live run was.
+//! the recreated consolidated topic). Redis is not flushed, so the page keeps answering: the
+//! rebuilt state begins a new epoch, the first part of every record's version, so each
+//! replayed record replaces the old view of its customer (older ones of the same epoch never
+//! do), and the view ends where the inputs say — also where compaction shortened them.
 
 use std::path::Path;
 

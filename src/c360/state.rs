@@ -1,6 +1,7 @@
 //! What the c360 engine keeps per key, in one store with a compacted changelog
 //! (`_funnel.c360.state.changelog`): `p/<customer>` latest profile, `o/<order>` latest order,
-//! `c/<customer>` last consolidated record (framed Avro, with its version), `clock` event time.
+//! `c/<customer>` last consolidated record (framed Avro, with its version), `clock` event time,
+//! `epoch` when this state began.
 //! Entries remember the input position they came from, so a re-delivered record is recognised
 //! and skipped instead of applied twice.
 
@@ -9,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::events::{Order, Profile};
 
 pub const CLOCK: &[u8] = b"clock";
+/// When this state began (ms since the epoch): a replay starts a new state, so a new epoch,
+/// the first part of every consolidated record's version.
+pub const EPOCH: &[u8] = b"epoch";
 
 pub fn profile_key(customer: &str) -> Vec<u8> {
     format!("p/{customer}").into_bytes()
@@ -37,6 +41,9 @@ pub struct ProfileEntry {
 pub struct OrderEntry {
     pub created_offset: Option<i64>,
     pub updated_offset: Option<i64>,
+    /// Record timestamp (ms) of the last delete: a creation produced before it is stale.
+    #[serde(default)]
+    pub deleted_at_ms: Option<i64>,
     /// `None` once deleted.
     pub order: Option<Order>,
 }
@@ -53,12 +60,16 @@ pub enum Entry<'a> {
     Order(&'a str),
     Consolidated(&'a str),
     Clock,
+    Epoch,
     Unknown,
 }
 
 pub fn entry_of(key: &[u8]) -> Entry<'_> {
     if key == CLOCK {
         return Entry::Clock;
+    }
+    if key == EPOCH {
+        return Entry::Epoch;
     }
     let Ok(text) = std::str::from_utf8(key) else { return Entry::Unknown };
     match text.split_once('/') {

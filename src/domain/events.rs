@@ -148,6 +148,15 @@ impl Profile {
     }
 }
 
+/// A money or score field: NaN and infinities are refused (they would not survive JSON state
+/// or Redis scores, and no order has them).
+fn finite(fields: &[(String, Value)], name: &str, what: &str) -> Result<Option<f64>, String> {
+    match double(field(fields, name)) {
+        Some(x) if !x.is_finite() => Err(format!("{what}: {name} is {x}, not a finite number")),
+        x => Ok(x),
+    }
+}
+
 impl Order {
     /// Read a decoded order record (any compatible version of the schema).
     pub fn from_value(v: &Value) -> Result<Order, String> {
@@ -161,8 +170,8 @@ impl Order {
                         item_id: long(field(i, "item_id")).ok_or("order item: item_id missing")? as i32,
                         product_id: opt_text(i, "product_id"),
                         seller_id: opt_text(i, "seller_id"),
-                        price: double(field(i, "price")),
-                        freight: double(field(i, "freight")),
+                        price: finite(i, "price", "order item")?,
+                        freight: finite(i, "freight", "order item")?,
                         category: opt_text(i, "category"),
                     })
                 })
@@ -176,9 +185,9 @@ impl Order {
             status: opt_text(f, "status"),
             times: [ts("purchased_at"), ts("approved_at"), ts("delivered_carrier_at"), ts("delivered_customer_at"), ts("estimated_delivery_at")],
             items,
-            item_total: double(field(f, "item_total")).unwrap_or(0.0),
-            payment_total: double(field(f, "payment_total")),
-            review_score: double(field(f, "review_score")),
+            item_total: finite(f, "item_total", "order")?.unwrap_or(0.0),
+            payment_total: finite(f, "payment_total", "order")?,
+            review_score: finite(f, "review_score", "order")?,
             source: opt_text(f, "source").unwrap_or_default(),
         })
     }
@@ -206,5 +215,7 @@ mod tests {
         p.attributes.insert("k".into(), "v".into());
         assert_eq!(Profile::from_value(&p.to_value()), Ok(p));
         assert!(Order::from_value(&Value::Null).is_err());
+        let nan = Order { payment_total: Some(f64::NAN), ..Default::default() };
+        assert!(Order::from_value(&nan.to_value()).unwrap_err().contains("not a finite number"));
     }
 }

@@ -26,6 +26,8 @@ const CATEGORIES: &[&str] = &["cama_mesa_banho", "beleza_saude", "esporte_lazer"
 /// 2017-01-01T00:00:00Z in microseconds.
 const EPOCH_2017: i64 = 1_483_228_800_000_000;
 const DAY: i64 = 86_400_000_000;
+/// Seeded orders are purchased in 2018; later events that continue their timeline start here.
+pub const TIMELINE_END: i64 = EPOCH_2017 + 730 * DAY;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SeedEventsConfig {
