@@ -78,9 +78,9 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         tokio::task::spawn_blocking(move || crate::summary::count_records(&b, "dom.order.created.v1")).await.ok().and_then(Result::ok).map(|c| c.0 as i64).unwrap_or(0)
     })
     .await?;
-    let persons = crate::summary::count_persons(&ep.source_pg_url).await?;
-    wait_for_rows("customers → gold c360 [{bar:30}] {pos}/{len} customers", "gold c360 rows", persons, Duration::from_secs(900), dirs, || async {
-        crate::summary::delta_rows(&crate::c360::table_paths(&lake)[2]).await.ok().flatten().unwrap_or(0)
+    // Every order counted in gold c360 (profiles arrive first; the orders then fill them in).
+    wait_for_rows("orders → c360 → gold c360 [{bar:30}] {pos}/{len} orders", "orders in gold c360", orders, Duration::from_secs(900), dirs, || async {
+        crate::summary::c360_orders(&lake).await.unwrap_or(0)
     })
     .await?;
 

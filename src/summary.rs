@@ -101,11 +101,14 @@ pub fn print_domain(brokers: &str) -> Result<()> {
     Ok(())
 }
 
-/// Distinct persons (olist `customer_unique_id`) in the source: the customers c360 must show.
-pub async fn count_persons(pg_url: &str) -> Result<u64> {
-    let client = crate::olist::db::connect(pg_url).await?;
-    let row = client.query_one("SELECT count(DISTINCT customer_unique_id) FROM ecommerce.customers", &[]).await?;
-    Ok(row.get::<_, i64>(0) as u64)
+/// Orders counted in gold `c360` (Σ order_count); 0 before the table exists.
+pub async fn c360_orders(lake: &std::path::Path) -> Result<i64> {
+    if !crate::c360::table_paths(lake)[2].join("_delta_log").exists() {
+        return Ok(0);
+    }
+    let ctx = crate::lake::query::context(lake).await?;
+    let rows = crate::lake::query::rows(&ctx, "SELECT CAST(COALESCE(SUM(order_count), 0) AS BIGINT) AS n FROM gold_c360").await?;
+    Ok(rows.first().and_then(|r| r.get("n")).and_then(serde_json::Value::as_i64).unwrap_or(0))
 }
 
 /// Customer 360 from gold `c360`: customers, orders and revenue per lifecycle stage and segment.
