@@ -24,6 +24,10 @@ pub struct Endpoints {
     /// Redis URL (serving layer).
     #[arg(long = "redis-url", env = "FUNNEL_REDIS_URL", default_value = "redis://127.0.0.1:16379/", global = true)]
     pub redis_url: String,
+    /// Address the HTTP servers (metrics, loader API, `serve`) listen on: loopback by default,
+    /// 0.0.0.0 in a container.
+    #[arg(long = "bind-address", env = "FUNNEL_BIND_ADDRESS", default_value = "127.0.0.1", global = true)]
+    pub bind_address: String,
     /// Root directory of the Delta lake (bronze/, silver/, gold/ below it).
     #[arg(long = "lake-dir", env = "FUNNEL_LAKE_DIR", default_value = "./lake", global = true)]
     pub lake_dir: PathBuf,

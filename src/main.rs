@@ -364,10 +364,10 @@ async fn run(cli: Cli) -> Result<()> {
             let mut tasks = tokio::task::JoinSet::new();
             if processors.iter().any(|p| p == "loader") {
                 let l = funnel::loader::Loader::new(&ep, &ep.lake_root()?, topics.clone(), cdc.clone(), loader.clone()).await?;
-                http::spawn(http_port, Some(funnel::loader::service::router(l.clone()))).await?;
+                http::spawn(&ep.bind_address, http_port, Some(funnel::loader::service::router(l.clone()))).await?;
                 tasks.spawn(async move { l.run().await.context("loader") });
             } else {
-                http::spawn(http_port, None).await?;
+                http::spawn(&ep.bind_address, http_port, None).await?;
             }
             for p in processors {
                 let ep = ep.clone();

@@ -19,14 +19,14 @@ pub fn health_router() -> Router {
     )
 }
 
-/// Serve `/metrics` and `routes` (by default `health_router`) on 127.0.0.1:`port` in the
+/// Serve `/metrics` and `routes` (by default `health_router`) on `address`:`port` in the
 /// background (port 0 disables it). A service with its own API passes its routes, /health included.
-pub async fn spawn(port: u16, routes: Option<Router>) -> Result<()> {
+pub async fn spawn(address: &str, port: u16, routes: Option<Router>) -> Result<()> {
     if port == 0 {
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding metrics port {port} (set --http-port)"))?;
-    tracing::info!(port, "metrics and health on http://127.0.0.1:{port}/metrics");
+    let listener = tokio::net::TcpListener::bind((address, port)).await.with_context(|| format!("binding metrics port {address}:{port} (set --http-port, --bind-address)"))?;
+    tracing::info!(port, "metrics and health on http://{address}:{port}/metrics");
     tokio::spawn(async move {
         let app = Router::new().route("/metrics", get(|| async { metrics::render() })).merge(routes.unwrap_or_else(health_router));
         if let Err(e) = axum::serve(listener, app).await {

@@ -53,8 +53,9 @@ pub async fn run(ep: &Endpoints, port: u16, redis_prefix: &str) -> Result<()> {
         .route("/api/sql", get(sql))
         .with_state(state)
         .merge(crate::runtime::http::health_router());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding port {port} (set --port)"))?;
-    tracing::info!(port, "serving http://127.0.0.1:{port}/ (POST /topics/{{topic}}, GET /api/sql?q=)");
+    let address = ep.bind_address.as_str();
+    let listener = tokio::net::TcpListener::bind((address, port)).await.with_context(|| format!("binding {address}:{port} (set --port, --bind-address)"))?;
+    tracing::info!(port, "serving http://{address}:{port}/ (the customer 360 page, POST /topics/{{topic}}, GET /api/sql?q=)");
     axum::serve(listener, app).with_graceful_shutdown(async { crate::runtime::shutdown::wait().await }).await?;
     Ok(())
 }
