@@ -23,7 +23,6 @@ use anyhow::{Context, Result};
 use apache_avro::types::Value;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::dataframe::DataFrame;
-use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::prelude::SessionContext;
 
 use super::definitions::{C360Sql, Definition};
@@ -34,7 +33,7 @@ use super::C360Topics;
 use crate::avro::arrow::{batch_of_records, columns_of_record};
 use crate::avro::from_arrow;
 use crate::avro::serialization::{decode, decode_or_reason};
-use crate::avro::value::{field, long, text};
+use crate::avro::value::{field, long, nullable, text};
 use crate::avro::{Column, Registered};
 use crate::domain::events::{key, Order, Profile};
 use crate::kafka::batch_producer::OutRecord;
@@ -124,10 +123,6 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("state entries serialise")
 }
 
-fn nullable(v: Option<Value>) -> Value {
-    crate::avro::value::nullable(v)
-}
-
 fn set(rec: &mut Record, name: &str, value: Value) {
     if let Some(slot) = rec.iter_mut().find(|(k, _)| k == name) {
         slot.1 = value;
@@ -138,12 +133,8 @@ fn text_of(rec: &Record, name: &str) -> Option<String> {
     text(field(rec, name)).map(str::to_string)
 }
 
-fn read_only() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
-}
-
 async fn plan(ctx: &SessionContext, def: &Definition) -> Result<DataFrame> {
-    ctx.sql_with_options(&def.select, read_only()).await.with_context(|| format!("{}: planning {}", def.file, def.name))
+    ctx.sql_with_options(&def.select, crate::lake::query::read_only()).await.with_context(|| format!("{}: planning {}", def.file, def.name))
 }
 
 async fn run(ctx: &SessionContext, def: &Definition) -> Result<Vec<RecordBatch>> {

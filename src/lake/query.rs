@@ -37,9 +37,13 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &Path) -> Result<(
 }
 
 /// Run a query; anything but a query (DDL, DML, SET, …) is refused before it runs.
+/// Queries only: DDL, DML and statements (SET, …) are refused before anything runs.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
 pub async fn batches(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, read_only).await.with_context(|| format!("planning {sql}"))?;
+    let df = ctx.sql_with_options(sql, read_only()).await.with_context(|| format!("planning {sql}"))?;
     df.collect().await.with_context(|| format!("running {sql}"))
 }
 
