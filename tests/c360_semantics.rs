@@ -14,6 +14,7 @@ use funnel::avro::Registered;
 use funnel::c360::C360Topics;
 use funnel::domain::events::{key, Order, Profile};
 use funnel::domain::schemas as s;
+use funnel::kafka::admin::ensure_topics;
 use funnel::kafka::batch_producer::{BatchProducer, Delivery, OutRecord};
 use funnel::registry::RegistryClient;
 use funnel::topology::names::TopicNames;
@@ -36,6 +37,9 @@ impl Producer {
     async fn new(case: &Case, ns: &str) -> Producer {
         let registry = RegistryClient::new(&case.stack.registry);
         let topics = C360Topics::new(TopicNames::new("olist", ns));
+        // Created here, not left to the processors spawned next: the test produces to the
+        // inputs and reads the outputs before those processes may have got that far.
+        ensure_topics(&case.stack.brokers, &[topics.inputs(), topics.outputs()].concat()).await.unwrap();
         let profile = Registered::topic(&registry, &topics.profile, s::PROFILE_KEY, s::PROFILE_VALUE).await.unwrap();
         let order = Registered::topic(&registry, &topics.order_created, s::ORDER_KEY, s::ORDER_VALUE).await.unwrap();
         Registered::topic(&registry, &topics.order_updated, s::ORDER_KEY, s::ORDER_VALUE).await.unwrap();

@@ -61,7 +61,16 @@ impl C360Topics {
         }
     }
 
-    fn outputs(&self) -> Vec<TopicSpec> {
+    /// The domain topics c360 reads (the profile topic is compacted: latest per customer).
+    pub fn inputs(&self) -> Vec<TopicSpec> {
+        [&self.profile, &self.order_created, &self.order_updated]
+            .into_iter()
+            .map(|t| TopicSpec { name: t.clone(), partitions: 3, compact: t == &self.profile })
+            .collect()
+    }
+
+    /// The topics c360 writes, its dead-letter topic included.
+    pub fn outputs(&self) -> Vec<TopicSpec> {
         vec![
             TopicSpec { name: self.enriched.clone(), partitions: 3, compact: false },
             TopicSpec { name: self.consolidated.clone(), partitions: 3, compact: true },
@@ -94,10 +103,7 @@ pub struct C360Config {
 pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery: Delivery, cfg: &C360Config, stop_when_idle: bool) -> Result<()> {
     let registry = RegistryClient::new(registry_url);
     let sql = definitions::C360Sql::load(cfg.sql_dir.as_deref())?;
-    for t in [&topics.profile, &topics.order_created, &topics.order_updated] {
-        ensure_topics(brokers, &[TopicSpec { name: t.clone(), partitions: 3, compact: t == &topics.profile }]).await?;
-    }
-    ensure_topics(brokers, &topics.outputs()).await?;
+    ensure_topics(brokers, &[topics.inputs(), topics.outputs()].concat()).await?;
     let engine = engine::C360Engine::open(brokers, &registry, topics.clone(), sql).await?;
     let mut lc = LoopConfig::namespaced(PROCESSOR, brokers, engine.inputs(), delivery, &topics.names);
     lc.batch_max = cfg.batch_max;
