@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -184,7 +183,7 @@ async fn stream_table_semantics_options_and_replay() {
     }
     // Let the live run settle (lake and cache commit on their own cadence), then stop it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let live = Snapshot::take(&case, &pa.topics, &a).await;
+    let live = C360Snapshot::take(&case, &pa.topics.consolidated, &a).await;
     assert_eq!(live.gold.len(), 151, "every customer in gold: {}", live_gold.len());
     assert_eq!(live.redis.len(), 151);
     let c1 = &live.gold["c1"];
@@ -193,56 +192,7 @@ async fn stream_table_semantics_options_and_replay() {
 
     let out = case.run_ok(&["replay", "c360", "--namespace", &a, "--redis-prefix", &a]);
     assert!(out.contains("rebuilt"), "{out}");
-    let replayed = Snapshot::take(&case, &pa.topics, &a).await;
+    let replayed = C360Snapshot::take(&case, &pa.topics.consolidated, &a).await;
     assert!(replayed.epoch > live.epoch, "the replay begins a new epoch ({} > {})", replayed.epoch, live.epoch);
-    assert_eq!(replayed.gold, live.gold, "gold after replay equals the live run");
-    assert_eq!(replayed.topic, live.topic, "consolidated topic (latest per key) after replay equals the live run");
-    assert_eq!(replayed.redis, live.redis, "Redis after replay equals the live run");
-}
-
-/// `funnel sql --format json` prints one object per line.
-fn json_lines(out: &str) -> Vec<Json> {
-    out.lines().filter(|l| l.trim_start().starts_with('{')).map(|l| serde_json::from_str(l).expect("a JSON row")).collect()
-}
-
-/// What a run left, with the evaluation time and the epoch left out (a replay evaluates in
-/// bigger batches, so at later event times, and begins a new epoch; the stage and segment
-/// themselves must not differ).
-struct Snapshot {
-    gold: BTreeMap<String, Json>,
-    topic: BTreeMap<String, Json>,
-    redis: BTreeMap<String, BTreeMap<String, String>>,
-    /// The epoch the gold table's rows carry (all the same).
-    epoch: i64,
-}
-
-impl Snapshot {
-    async fn take(case: &Case, topics: &C360Topics, prefix: &str) -> Snapshot {
-        let strip = |mut v: Json| {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("stream_time");
-                o.remove("epoch");
-            }
-            v
-        };
-        let gold_json = case.run_ok(&["sql", "--format", "json", "SELECT * FROM gold_c360"]);
-        let rows = json_lines(&gold_json);
-        let epochs: std::collections::BTreeSet<i64> = rows.iter().map(|r| r["epoch"].as_i64().unwrap()).collect();
-        assert_eq!(epochs.len(), 1, "one epoch per state: {epochs:?}");
-        let epoch = *epochs.iter().next().unwrap();
-        let gold = rows.into_iter().map(|r| (r["customer_id"].as_str().unwrap().to_string(), strip(r))).collect();
-        let topic = case.topic_json(&topics.consolidated).await.into_iter().map(|r| (r["customer_id"].as_str().unwrap().to_string(), strip(r))).collect();
-        let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let ids: Vec<String> = redis::cmd("ZRANGE").arg(format!("{prefix}:by_revenue")).arg(0).arg(-1).query_async(&mut con).await.unwrap();
-        let mut redis = BTreeMap::new();
-        for id in ids {
-            let mut h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{prefix}:customer:{id}")).query_async(&mut con).await.unwrap();
-            for f in ["stream_time", "_v_time", "epoch", "_v_epoch"] {
-                h.remove(f);
-            }
-            redis.insert(id, h);
-        }
-        Snapshot { gold, topic, redis, epoch }
-    }
+    replayed.assert_same_as(&live, "the replay");
 }

@@ -17,7 +17,7 @@ use crate::kafka::batch_producer::Delivery;
 
 pub async fn replay(brokers: &str, registry_url: &str, redis_url: &str, lake: &Path, topics: C360Topics, delivery: Delivery, cfg: &C360Config) -> Result<()> {
     let doomed = vec![topics.names.changelog(PROCESSOR, "state"), topics.enriched.clone(), topics.consolidated.clone(), topics.segment.clone()];
-    let inputs = vec![topics.profile.clone(), topics.order_created.clone(), topics.order_updated.clone()];
+    let inputs: Vec<String> = topics.inputs().into_iter().map(|t| t.name).collect();
     admin::reset_for_replay(brokers, &topics.names.group(PROCESSOR), &inputs, &doomed).await?;
     for table in super::table_paths(lake) {
         if table.exists() {

@@ -3,6 +3,7 @@
 //! each other's data.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -292,5 +293,71 @@ pub fn assert_equal_to_source(r: &Json) {
     if r.get("decode_errors").is_some() {
         assert_eq!(n("decode_errors"), 0, "{r}");
         assert_eq!(n("out_of_order"), 0, "events of a key out of commit order: {r}");
+    }
+}
+
+/// `funnel sql --format json` prints one object per line.
+pub fn json_lines(out: &str) -> Vec<Json> {
+    out.lines().filter(|l| l.trim_start().starts_with('{')).map(|l| serde_json::from_str(l).expect("a JSON row")).collect()
+}
+
+/// What a customer 360 run left in gold `c360`, the consolidated topic (latest per key) and
+/// Redis, every column, with the evaluation time and the epoch left out: a replay evaluates in
+/// bigger batches, so at later event times, and begins a new epoch; stages, segments and
+/// aggregates themselves must not differ.
+pub struct C360Snapshot {
+    pub gold: BTreeMap<String, Json>,
+    pub topic: BTreeMap<String, Json>,
+    pub redis: BTreeMap<String, BTreeMap<String, String>>,
+    /// The epoch the gold table's rows carry (all the same).
+    pub epoch: i64,
+}
+
+impl C360Snapshot {
+    pub async fn take(case: &Case, consolidated_topic: &str, redis_prefix: &str) -> C360Snapshot {
+        let strip = |mut v: Json| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("stream_time");
+                o.remove("epoch");
+            }
+            v
+        };
+        let rows = json_lines(&case.run_ok(&["sql", "--format", "json", "SELECT * FROM gold_c360"]));
+        let epochs: std::collections::BTreeSet<i64> = rows.iter().map(|r| r["epoch"].as_i64().unwrap()).collect();
+        assert_eq!(epochs.len(), 1, "one epoch per state: {epochs:?}");
+        let epoch = *epochs.iter().next().unwrap();
+        let gold = rows.into_iter().map(|r| (r["customer_id"].as_str().unwrap().to_string(), strip(r))).collect();
+        let topic = case.topic_json(consolidated_topic).await.into_iter().map(|r| (r["customer_id"].as_str().unwrap().to_string(), strip(r))).collect();
+        let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let ids: Vec<String> = redis::cmd("ZRANGE").arg(format!("{redis_prefix}:by_revenue")).arg(0).arg(-1).query_async(&mut con).await.unwrap();
+        let mut redis = BTreeMap::new();
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HGETALL").arg(format!("{redis_prefix}:customer:{id}"));
+            }
+            let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(&mut con).await.unwrap();
+            for (id, mut h) in chunk.iter().zip(hashes) {
+                for f in ["stream_time", "_v_time", "epoch", "_v_epoch"] {
+                    h.remove(f);
+                }
+                redis.insert(id.clone(), h);
+            }
+        }
+        C360Snapshot { gold, topic, redis, epoch }
+    }
+
+    /// Assert every view equals `other`'s row for row, naming the first differing customers.
+    pub fn assert_same_as(&self, other: &C360Snapshot, what: &str) {
+        fn same<V: PartialEq + std::fmt::Debug>(view: &str, what: &str, a: &BTreeMap<String, V>, b: &BTreeMap<String, V>) {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let differ: Vec<_> = keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).collect();
+            let shown: Vec<String> = differ.iter().take(3).map(|k| format!("{k}: {:?} vs {:?}", a.get(*k), b.get(*k))).collect();
+            assert!(differ.is_empty(), "{view} after {what}: {} of {} customers differ, e.g.\n{}", differ.len(), b.len(), shown.join("\n"));
+        }
+        same("gold c360", what, &self.gold, &other.gold);
+        same("consolidated topic", what, &self.topic, &other.topic);
+        same("Redis", what, &self.redis, &other.redis);
     }
 }
