@@ -383,15 +383,19 @@ impl C360Engine {
         let input = rec.input;
         let id = id.to_string();
         let mut entry = self.orders.get(&id).cloned().unwrap_or_default();
-        let fresh = match input {
-            // A creation is older than any update of the same life of the order: it applies to
-            // an unknown order, or to a deleted one when produced after the delete (offsets of
-            // the two topics are not comparable; record timestamps are).
-            Input::Created => entry.order.is_none() && entry.created_offset.is_none_or(|o| o < rec.offset) && entry.deleted_at_ms.is_none_or(|d| rec.timestamp > d),
-            _ => entry.updated_offset.is_none_or(|o| o < rec.offset),
+        let redelivered = match input {
+            Input::Created => entry.created_offset.is_some_and(|o| o >= rec.offset),
+            _ => entry.updated_offset.is_some_and(|o| o >= rec.offset),
         };
-        if !fresh {
-            return; // re-delivered, or a creation overtaken by an update or a delete
+        if redelivered {
+            return;
+        }
+        // A creation is older than any update of the same life of the order: it applies to an
+        // unknown order, or to a deleted one when produced after the delete (offsets of the two
+        // topics are not comparable; record timestamps are). One that comes later — the two
+        // topics are fetched unevenly, so a replay sees it often — is still an event.
+        if input == Input::Created && (entry.order.is_some() || entry.deleted_at_ms.is_some_and(|d| rec.timestamp <= d)) {
+            return self.apply_overtaken_creation(id, entry, order, rec, out);
         }
         let old_customer = entry.customer().map(str::to_string);
         let event_type = match (&order, input) {
@@ -400,11 +404,17 @@ impl C360Engine {
             (Some(_), _) => "updated",
         };
         match input {
-            Input::Created => entry.created_offset = Some(rec.offset),
+            Input::Created => {
+                entry.created_offset = Some(rec.offset);
+                entry.unattributed_delete = None; // a new life: that delete ended an unseen one
+            }
             _ => entry.updated_offset = Some(rec.offset),
         }
         if order.is_none() {
             entry.deleted_at_ms = Some(rec.timestamp);
+            if entry.order.is_none() && entry.created_offset.is_none() {
+                entry.unattributed_delete = Some((rec.partition, rec.offset));
+            }
         }
         let previous = std::mem::replace(&mut entry.order, order);
         let new_customer = entry.customer().map(str::to_string);
@@ -422,10 +432,7 @@ impl C360Engine {
         if new_customer != old_customer {
             self.bump(new_customer.as_deref());
         }
-        if let Some(t) = entry.order.as_ref().and_then(|o| o.times[0]) {
-            let t = t.min(rec.timestamp.saturating_mul(1000).saturating_add(CLOCK_ALLOWANCE_MICROS));
-            self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
-        }
+        self.advance_clock(entry.order.as_ref(), rec);
         // The event row: the order as it is now (as it was, for a delete).
         if let Some(row) = entry.order.clone().or(previous) {
             if let Some(c) = &row.customer_id {
@@ -435,6 +442,41 @@ impl C360Engine {
         }
         self.store.put(state::order_key(&id), json(&entry), out);
         self.orders.insert(id, entry);
+    }
+
+    /// A creation that arrives after an update or the delete of the same order: the state
+    /// keeps the later image, but the creation is an event like in any order of arrival — its
+    /// enriched row, its count for the customer — and so is a delete that came before anything
+    /// else of the order (its customer was unknown until now). Without this, the enriched stream
+    /// and the version counter would depend on how the two topics happened to be interleaved.
+    fn apply_overtaken_creation(&mut self, id: String, mut entry: OrderEntry, order: Option<Order>, rec: &Arrived, out: &mut Vec<OutRecord>) {
+        entry.created_offset = Some(rec.offset);
+        let unattributed = entry.unattributed_delete.take();
+        if let Some(created) = order {
+            let customer = created.customer_id.clone();
+            self.advance_clock(Some(&created), rec);
+            if let Some(c) = &customer {
+                self.pending.joined.insert(c.clone());
+            }
+            self.bump(customer.as_deref());
+            if let Some((partition, offset)) = unattributed {
+                self.bump(customer.as_deref());
+                self.pending.events.push(PendingEvent { order: created.clone(), event_type: "created", topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset });
+                self.pending.events.push(PendingEvent { order: created, event_type: "deleted", topic: self.topics.order_updated.clone(), partition, offset });
+            } else {
+                self.pending.events.push(PendingEvent { order: created, event_type: "created", topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset });
+            }
+        }
+        self.store.put(state::order_key(&id), json(&entry), out);
+        self.orders.insert(id, entry);
+    }
+
+    /// Event time: the latest purchase time seen, bounded by the record's own timestamp.
+    fn advance_clock(&mut self, order: Option<&Order>, rec: &Arrived) {
+        if let Some(t) = order.and_then(|o| o.times[0]) {
+            let t = t.min(rec.timestamp.saturating_mul(1000).saturating_add(CLOCK_ALLOWANCE_MICROS));
+            self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
+        }
     }
 
     /// Run the pending sub-batch through the queries; returns outputs and changelog records.

@@ -145,23 +145,39 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                 return Err(e);
             }
         };
+        let processed = t0.elapsed();
         let mut offsets = TopicPartitionList::new();
         for ((t, part), o) in &next {
             offsets.add_partition_offset(t, *part, Offset::Offset(*o))?;
         }
         if transactional {
+            // Both calls wait for the broker: off the async workers, which the lag reporter,
+            // the HTTP server and (in one process) other processors share.
             let meta = consumer.group_metadata().context("consumer group metadata")?;
-            producer.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)).context("send_offsets_to_transaction")?;
             let pr = producer.clone();
-            tokio::task::spawn_blocking(move || pr.commit_transaction(Duration::from_secs(60))).await?.context("commit_transaction")?;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                pr.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)).context("send_offsets_to_transaction")?;
+                pr.commit_transaction(Duration::from_secs(60)).context("commit_transaction")
+            })
+            .await??;
         } else {
-            consumer.commit(&offsets, CommitMode::Sync).context("committing offsets")?;
+            // A blocking round trip; the consumer stays borrowed here, so instead of spawn_blocking
+            // the runtime moves its other tasks off this worker meanwhile.
+            tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).context("committing offsets")?;
         }
         for ((t, part), o) in &next {
             lag::advance(&progress, t, *part, *o);
         }
         lag::advance_to_position(&progress, &consumer);
         metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
+        tracing::debug!(
+            processor = p,
+            records = batch.len(),
+            collect_ms = (t0 - started).as_millis() as u64,
+            process_ms = processed.as_millis() as u64,
+            commit_ms = (t0.elapsed() - processed).as_millis() as u64,
+            "batch committed"
+        );
     }
     tracing::info!(processor = p, "processor stopped cleanly");
     Ok(())
