@@ -210,6 +210,9 @@ async fn stream_table_semantics_options_and_replay() {
     assert_eq!(live.redis.len(), 152);
     let c1 = &live.gold["c1"];
     assert_eq!((c1["order_count"].as_i64(), c1["revenue"].as_f64(), c1["city"].as_str()), (Some(3), Some(175.0), Some("Natal")), "{c1}");
+    let o4 = json_lines(&case.run_ok(&["sql", "--format", "json", "SELECT event_type, payment_total FROM silver_c360_order WHERE order_id = 'o4'"]));
+    assert_eq!(o4.len(), 1, "{o4:?}");
+    assert_eq!(o4[0]["payment_total"].as_f64(), Some(70.0), "silver keeps the update's image after the late creation: {o4:?}");
     case.kill9(live_a);
 
     let out = case.run_ok(&["replay", "c360", "--namespace", &a, "--redis-prefix", &a]);

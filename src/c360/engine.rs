@@ -395,7 +395,10 @@ impl C360Engine {
         // topics are not comparable; record timestamps are). One that comes later — the two
         // topics are fetched unevenly, so a replay sees it often — is still an event.
         if input == Input::Created && (entry.order.is_some() || entry.deleted_at_ms.is_some_and(|d| rec.timestamp <= d)) {
-            return self.apply_overtaken_creation(id, entry, order, rec, out);
+            if entry.created_offset.is_none() {
+                self.apply_overtaken_creation(id, entry, order, rec, out);
+            }
+            return; // otherwise a second creation of the same life (an upstream retry)
         }
         let old_customer = entry.customer().map(str::to_string);
         let event_type = match (&order, input) {
@@ -413,7 +416,7 @@ impl C360Engine {
         if order.is_none() {
             entry.deleted_at_ms = Some(rec.timestamp);
             if entry.order.is_none() && entry.created_offset.is_none() {
-                entry.unattributed_delete = Some((rec.partition, rec.offset));
+                entry.unattributed_delete = Some((rec.partition, rec.offset, rec.timestamp));
             }
         }
         let previous = std::mem::replace(&mut entry.order, order);
@@ -444,14 +447,18 @@ impl C360Engine {
         self.orders.insert(id, entry);
     }
 
-    /// A creation that arrives after an update or the delete of the same order: the state
-    /// keeps the later image, but the creation is an event like in any order of arrival — its
-    /// enriched row, its count for the customer — and so is a delete that came before anything
-    /// else of the order (its customer was unknown until now). Without this, the enriched stream
-    /// and the version counter would depend on how the two topics happened to be interleaved.
+    /// A creation that arrives after an update or the delete of the same order (its first
+    /// creation: the caller skips repeats). The state keeps the later image, but the creation
+    /// is an event as in any order of arrival: counted for its customer and enriched. Its row
+    /// carries the order as it is now, because the lake keeps the last row per order: the
+    /// current image while the order lives, `deleted` once it is gone (never bringing it back).
+    /// A delete that came before anything else of this life of the order (its customer unknown
+    /// until now) is emitted and counted with it, after the creation. Without this, the
+    /// enriched stream and the version counter would depend on how the two topics happened to
+    /// be interleaved.
     fn apply_overtaken_creation(&mut self, id: String, mut entry: OrderEntry, order: Option<Order>, rec: &Arrived, out: &mut Vec<OutRecord>) {
         entry.created_offset = Some(rec.offset);
-        let unattributed = entry.unattributed_delete.take();
+        let unattributed = entry.unattributed_delete.take().filter(|(_, _, at)| rec.timestamp <= *at);
         if let Some(created) = order {
             let customer = created.customer_id.clone();
             self.advance_clock(Some(&created), rec);
@@ -459,12 +466,15 @@ impl C360Engine {
                 self.pending.joined.insert(c.clone());
             }
             self.bump(customer.as_deref());
-            if let Some((partition, offset)) = unattributed {
-                self.bump(customer.as_deref());
-                self.pending.events.push(PendingEvent { order: created.clone(), event_type: "created", topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset });
-                self.pending.events.push(PendingEvent { order: created, event_type: "deleted", topic: self.topics.order_updated.clone(), partition, offset });
-            } else {
-                self.pending.events.push(PendingEvent { order: created, event_type: "created", topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset });
+            let here = |order: Order, event_type| PendingEvent { order, event_type, topic: rec.topic.clone(), partition: rec.partition, offset: rec.offset };
+            match (entry.order.clone(), unattributed) {
+                (_, Some((partition, offset, _))) => {
+                    self.bump(customer.as_deref());
+                    self.pending.events.push(here(created.clone(), "created"));
+                    self.pending.events.push(PendingEvent { order: created, event_type: "deleted", topic: self.topics.order_updated.clone(), partition, offset });
+                }
+                (Some(current), None) => self.pending.events.push(here(current, "created")),
+                (None, None) => self.pending.events.push(here(created, "deleted")),
             }
         }
         self.store.put(state::order_key(&id), json(&entry), out);

@@ -45,10 +45,10 @@ pub struct OrderEntry {
     #[serde(default)]
     pub deleted_at_ms: Option<i64>,
     /// A delete that arrived before anything else of the order (partition, offset on the
-    /// updated topic): its customer is unknown until the creation shows up, which then
-    /// emits and counts it.
+    /// updated topic, record timestamp): its customer is unknown until the creation shows up,
+    /// which then emits and counts it.
     #[serde(default)]
-    pub unattributed_delete: Option<(i32, i64)>,
+    pub unattributed_delete: Option<(i32, i64, i64)>,
     /// `None` once deleted.
     pub order: Option<Order>,
 }
