@@ -458,7 +458,8 @@ impl C360Engine {
     /// be interleaved.
     fn apply_overtaken_creation(&mut self, id: String, mut entry: OrderEntry, order: Option<Order>, rec: &Arrived, out: &mut Vec<OutRecord>) {
         entry.created_offset = Some(rec.offset);
-        let unattributed = entry.unattributed_delete.take().filter(|(_, _, at)| rec.timestamp <= *at);
+        // Only a delete of this life: one the creation precedes, with no later life live since.
+        let unattributed = entry.unattributed_delete.take().filter(|(_, _, at)| entry.order.is_none() && rec.timestamp <= *at);
         if let Some(created) = order {
             let customer = created.customer_id.clone();
             self.advance_clock(Some(&created), rec);
