@@ -109,7 +109,7 @@ async fn c360_views_equal_the_source_sql_through_changes_and_kill_9() {
     // The killed run against an uninterrupted one over the same inputs: `funnel replay c360`
     // rebuilds state, topics, gold and Redis in one pass; every column of every customer
     // must come out the same.
-    let consolidated = format!("{}.dom.customer.consolidated.v1", case.prefix);
+    let consolidated = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new("olist", &case.prefix)).consolidated;
     let killed = C360Snapshot::take(&case, &consolidated, &case.prefix).await;
     assert_eq!(killed.gold.len(), 96062);
     case.kill9(c360);

@@ -82,8 +82,8 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, cfg: &C360B
     let records = produced.profiles + produced.orders;
     println!("data: {} profiles and {} orders in namespace {ns}", produced.profiles, produced.orders);
 
-    let inputs = vec![topics.profile.clone(), topics.order_created.clone(), topics.order_updated.clone()];
-    let specs: Vec<_> = inputs.iter().map(|t| crate::kafka::admin::TopicSpec { name: t.clone(), partitions: 3, compact: t == &topics.profile }).collect();
+    let specs = topics.inputs();
+    let inputs: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
     crate::kafka::admin::ensure_topics(brokers, &specs).await?;
     let mut lc = LoopConfig::namespaced("bench-passthrough", brokers, inputs.clone(), Delivery::ExactlyOnce, &names);
     lc.stop_when_idle = true;
