@@ -55,6 +55,8 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         "\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
         dirs.state()?.display()
     );
+    // The HTTP services (loader API, serve) take the token `stack up` wrote.
+    let token_file = dirs.state()?.join(crate::runtime::auth::STACK_TOKEN_FILE);
     let funnel = |args: &[&str]| -> Result<Command> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(args)
@@ -63,7 +65,8 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
             .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
             .env("FUNNEL_REDIS_URL", &ep.redis_url)
             .env("FUNNEL_REDIS_PREFIX", DEMO_REDIS_PREFIX)
-            .env("FUNNEL_LAKE_DIR", &lake);
+            .env("FUNNEL_LAKE_DIR", &lake)
+            .env(crate::runtime::auth::TOKEN_FILE_ENV, &token_file);
         Ok(cmd)
     };
     let port = DEFAULT_HTTP_PORT.to_string();
@@ -97,11 +100,13 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
          \x20 funnel cdc status                               # CDC progress\n\
          \x20 funnel load && funnel health                    # the data loader's API (port {DEFAULT_HTTP_PORT})\n\
          \x20 open http://127.0.0.1:{serve_port}/                 # customer 360 page (Redis), JSON→Avro, /api/sql\n\
+         \x20                                                 # (user funnel, password: the token in {})\n\
          \x20 funnel sql \"SELECT segment, count(*) FROM gold_c360 GROUP BY 1\"\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),
         db::redact(&ep.source_pg_url),
+        token_file.display(),
         lake.display(),
         serve_port = crate::serve::DEFAULT_PORT,
     );

@@ -50,6 +50,9 @@ enum Command {
     Registry {
         #[arg(long, default_value_t = funnel::config::DEFAULT_REGISTRY_PORT)]
         port: u16,
+        /// The compacted topic holding the schemas (Confluent's kafkastore.topic).
+        #[arg(long = "kafkastore-topic", default_value = funnel::registry::server::SCHEMAS_TOPIC)]
+        topic: String,
     },
     /// Print the topology (processors, topics, delivery per hop) and its Mermaid diagram.
     Topology {
@@ -106,6 +109,7 @@ enum Command {
     },
     /// Ask a running loader (`funnel run loader`) to re-snapshot the marketing tables; prints
     /// the load event (per-table records, duration, integrity) and fails when the load failed.
+    /// Sends the API token (FUNNEL_API_TOKEN, FUNNEL_API_TOKEN_FILE or .funnel/api-token).
     Load {
         /// The loader's HTTP address.
         #[arg(long, env = "FUNNEL_LOADER_URL", default_value = "http://127.0.0.1:9464")]
@@ -113,19 +117,22 @@ enum Command {
     },
     /// Check the broker, schema registry, source database and lake; fails when one is down.
     Health,
-    /// funnel's HTTP front: GET / (the customer 360 page, from Redis), POST /topics/{topic} (JSON in, Avro out, like a REST proxy: key and
-    /// value resolved against the topic's latest registered schemas) and GET /api/sql?q=SELECT…
-    /// (read-only SQL over the lake).
+    /// funnel's HTTP front: GET / (the customer 360 page, from Redis), POST /topics/{topic} (JSON in,
+    /// Avro out, like a REST proxy: key and value resolved against the topic's latest registered
+    /// schemas; public input topics only; all records of a request in one transaction) and
+    /// GET /api/sql?q=SELECT… (read-only SQL over the lake, bounded in rows and time).
     ///
-    ///   curl -XPOST localhost:5000/topics/dom.customer.profile.upsert.v1 -H 'content-type: application/json' \
+    /// Every route but /health needs the API token: FUNNEL_API_TOKEN, or a file named by
+    /// FUNNEL_API_TOKEN_FILE, or the one `funnel stack up` writes to .funnel/api-token.
+    /// Send it as a bearer token, or as HTTP Basic password for the user funnel (browsers ask):
+    ///
+    ///   curl -XPOST localhost:5000/topics/dom.customer.profile.upsert.v1 \
+    ///     -H "authorization: Bearer $(cat .funnel/api-token)" -H 'content-type: application/json' \
     ///     -d '{"records":[{"key":{"customer_id":"c1"},"value":{"customer_id":"c1","city":"sao paulo","source":"http"}}]}'
     #[command(verbatim_doc_comment)]
     Serve {
-        #[arg(long, env = "FUNNEL_SERVE_PORT", default_value_t = funnel::serve::DEFAULT_PORT)]
-        port: u16,
-        /// Key prefix of the consolidated view in Redis (as given to `funnel run cache`).
-        #[arg(long = "redis-prefix", env = "FUNNEL_REDIS_PREFIX", default_value = "c360")]
-        redis_prefix: String,
+        #[command(flatten)]
+        cfg: funnel::serve::ServeConfig,
     },
     /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
     /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
@@ -305,13 +312,13 @@ async fn run(cli: Cli) -> Result<()> {
             StackAction::Down => funnel::stack::down(&cli.dirs).await,
             StackAction::Status => funnel::stack::status(&cli.dirs).await,
             StackAction::Env => {
-                print!("{}", funnel::stack::env_lines(&ep.lake_root()?));
+                print!("{}", funnel::stack::env_lines(&ep.lake_root()?, &cli.dirs.state()?));
                 Ok(())
             }
         },
-        Command::Registry { port } => {
+        Command::Registry { port, topic } => {
             shutdown::install();
-            funnel::registry::server::serve(&ep.brokers, port).await
+            funnel::registry::server::serve(&ep.brokers, port, &topic).await
         }
         Command::Topology { mermaid, topology_dir } => {
             let t = funnel::topology::Topology::load(&topology_dir)?;
@@ -364,7 +371,8 @@ async fn run(cli: Cli) -> Result<()> {
             let mut tasks = tokio::task::JoinSet::new();
             if processors.iter().any(|p| p == "loader") {
                 let l = funnel::loader::Loader::new(&ep, &ep.lake_root()?, topics.clone(), cdc.clone(), loader.clone()).await?;
-                http::spawn(&ep.bind_address, http_port, Some(funnel::loader::service::router(l.clone()))).await?;
+                let creds = funnel::runtime::auth::ApiCredentials::load(&cli.dirs.state()?)?;
+                http::spawn(&ep.bind_address, http_port, Some(funnel::loader::service::router(l.clone(), creds))).await?;
                 tasks.spawn(async move { l.run().await.context("loader") });
             } else {
                 http::spawn(&ep.bind_address, http_port, None).await?;
@@ -434,8 +442,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Load { url } => {
+            let creds = funnel::runtime::auth::ApiCredentials::load(&cli.dirs.state()?)?;
             let resp = reqwest::Client::new()
                 .post(format!("{}/load", url.trim_end_matches('/')))
+                .header("authorization", creds.authorization())
                 .timeout(std::time::Duration::from_secs(900))
                 .send()
                 .await
@@ -481,9 +491,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { port, redis_prefix } => {
+        Command::Serve { cfg } => {
             shutdown::install();
-            funnel::serve::run(&ep, port, &redis_prefix).await
+            funnel::serve::run(&ep, &cli.dirs.state()?, &cfg).await
         }
         Command::Health => {
             let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;

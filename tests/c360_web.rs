@@ -19,7 +19,7 @@ async fn page_filters_by_segment_and_refreshes_live() {
     let run: Vec<String> = ["run", "c360", "cache", "--http-port", "0", "--namespace", &ns, "--redis-prefix", &ns].iter().map(|s| s.to_string()).collect();
     case.spawn(&run, "c360");
     let port = 15000 + (std::process::id() % 1000) as u16;
-    case.spawn(&["serve".into(), "--port".into(), port.to_string(), "--redis-prefix".into(), ns.clone()], "serve");
+    case.spawn(&["serve".into(), "--port".into(), port.to_string(), "--redis-prefix".into(), ns.clone(), "--namespace".into(), ns.clone()], "serve");
 
     // Wait until the view holds every seeded customer.
     let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
@@ -50,11 +50,13 @@ async fn page_filters_by_segment_and_refreshes_live() {
     let out = Command::new(&case.stack.python)
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/c360_page.py"))
         .args(["--url", &format!("http://127.0.0.1:{port}"), "--profile-topic", &format!("{ns}.dom.customer.profile.upsert.v1"), "--segment", &segment])
+        .env("FUNNEL_API_TOKEN", &case.token)
         .output()
         .expect("python with selenium (funnel stack up installs it)");
     assert!(out.status.success(), "browser run failed:\n{}\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr), case.log("serve"));
     let r: Json = serde_json::from_slice(&out.stdout).expect("page result JSON");
     eprintln!("page: {r}");
+    assert_eq!(r["without_credentials"], 401, "the page asks for credentials: {r}");
     assert_eq!(r["before_live"], 0, "nobody lives in Livetown before the profile is produced: {r}");
     assert_eq!(r["live_rows"][0]["customer_id"], "live-1", "{r}");
     assert_eq!(r["live_rows"][0]["stage"], "prospect", "a profile without orders is a prospect: {r}");

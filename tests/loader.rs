@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value as Json;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn loader_args(case: &Case, port: u16) -> Vec<String> {
     ["run", "loader", "--http-port", &port.to_string(), "--namespace", &case.prefix, "--cdc-topic-prefix", &case.prefix, "--cdc-name", &case.name, "--cdc-publication", &case.name, "--loader-flush-ms", "300"]
@@ -52,7 +49,7 @@ async fn loader_stages_reports_loads_and_fails_cleanly_without_its_source() {
     case.spawn(&cdc, "cdc");
     let port = free_port();
     let loader = case.spawn(&loader_args(&case, port), "loader");
-    let http = reqwest::Client::new();
+    let http = case.http();
     let base = format!("http://127.0.0.1:{port}");
 
     // 1. Snapshot → silver, then a catch-up load event with the integrity counts.
@@ -108,8 +105,20 @@ async fn loader_stages_reports_loads_and_fails_cleanly_without_its_source() {
     wait_for(Duration::from_secs(60), "the restarted loader's API", || async { http.get(&base).send().await.is_ok() }).await;
     let info: Json = http.get(&base).send().await.unwrap().json().await.unwrap();
     assert_eq!(info["service"], "funnel data loader", "{info}");
-    let health = http.get(format!("{base}/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
+    // Without the token (or with another) every route but /health and /metrics answers 401.
+    let anonymous = reqwest::Client::new();
+    for (method, path) in [("GET", ""), ("POST", "/load"), ("POST", "/load-async"), ("GET", "/load/x")] {
+        let url = format!("{base}{path}");
+        for req in [anonymous.request(method.parse().unwrap(), &url), anonymous.request(method.parse().unwrap(), &url).bearer_auth("wrong-token-of-enough-length")] {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            let body: Json = resp.json().await.unwrap();
+            assert!(body["message"].as_str().unwrap().contains("credentials"), "{body}");
+        }
+    }
+    assert_eq!(anonymous.get(format!("{base}/metrics")).send().await.unwrap().status(), 200);
+    let health = anonymous.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "/health needs no credentials");
     let health: Json = health.json().await.unwrap();
     assert_eq!(health["failing"], serde_json::json!([]), "{health}");
     let resp = http.post(format!("{base}/load")).send().await.unwrap();

@@ -130,12 +130,15 @@ pub async fn decode(registry: &RegistryClient, bytes: &[u8]) -> Result<(u32, Val
     Ok((id, value))
 }
 
-/// Decode for a processor: `Err` when the registry cannot be asked (the batch must fail and be
-/// retried), `Ok(Err(reason))` when the bytes themselves are bad (the record is dead-lettered).
+/// Decode for a processor — the one decode path every processor takes: `Ok(Err(reason))` when
+/// the bytes themselves are bad (the record is dead-lettered: not framed, an id the registry
+/// does not know, a datum that does not match its schema); `Err` when the registry cannot be
+/// asked. A processor's client (`RegistryClient::waiting_for`) waits out an outage, so `Err`
+/// only comes with a shutdown: the batch fails and nothing is committed or dead-lettered.
 pub async fn decode_or_reason(registry: &RegistryClient, bytes: &[u8]) -> anyhow::Result<Result<(u32, Value), String>> {
     match decode(registry, bytes).await {
         Ok(x) => Ok(Ok(x)),
-        Err(WireError::Registry(e)) if !matches!(e, RegistryError::Status { status: 404, .. }) => Err(e.into()),
+        Err(WireError::Registry(e)) if e.is_outage() => Err(e.into()),
         Err(e) => Ok(Err(e.to_string())),
     }
 }

@@ -1,6 +1,7 @@
 //! `funnel run bronze`: every CDC topic into a Delta table at `$FUNNEL_LAKE_DIR/bronze/<topic>`,
 //! exactly-once through offsets stored in the Delta log (see `offsets`). Records that cannot be
-//! decoded go to the dead-letter topic with their reason; the writer keeps going.
+//! decoded go to the dead-letter topic with their reason; the writer keeps going. A schema
+//! registry outage is not bad data: the writer waits for the registry (unhealthy meanwhile).
 
 pub mod dedup;
 pub mod table_writer;
@@ -52,7 +53,7 @@ pub fn table_path(lake: &Path, topic: &str) -> std::path::PathBuf {
 
 pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConfig) -> Result<u64> {
     health::report(PROCESSOR, "starting", "");
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, PROCESSOR);
     let re = regex::Regex::new(&cfg.topics).with_context(|| format!("bad --bronze-topics pattern {:?}", cfg.topics))?;
     // CDC may still be creating its topics: wait for them rather than fail.
     let mut waited = 0;
@@ -122,15 +123,20 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                     }
                     continue;
                 };
-                let decoded = serialization::decode(&registry, payload).await;
-                let reason = match decoded {
-                    Err(e) => Some(e.to_string()),
+                // The shared decode path: a registry outage is waited out (the client retries and
+                // bronze reports unhealthy), only bytes that are bad in themselves are dead-lettered.
+                let reason = match serialization::decode_or_reason(&registry, payload).await? {
+                    Err(reason) => Some(reason),
                     Ok((id, value)) => {
                         if !writers.contains_key(&topic) {
                             let schema = registry.schema_by_id(id).await?;
                             // Key columns come from the record key's schema (the primary key).
                             let pk = match m.key().map(serialization::split) {
-                                Some(Ok((key_id, _))) => crate::avro::arrow::columns_of_record(&*registry.schema_by_id(key_id).await?).map(|c| c.into_iter().map(|c| c.name).collect()),
+                                Some(Ok((key_id, _))) => match registry.schema_by_id(key_id).await {
+                                    Ok(key_schema) => crate::avro::arrow::columns_of_record(&key_schema).map(|c| c.into_iter().map(|c| c.name).collect()),
+                                    Err(e) if e.is_outage() => return Err(e.into()),
+                                    Err(_) => None,
+                                },
                                 _ => None,
                             };
                             match (envelope_columns(&schema), pk) {

@@ -189,7 +189,7 @@ pub async fn clear(redis_url: &str, prefix: &str) -> Result<u64> {
 
 /// `funnel run cache`.
 pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, topics: C360Topics, prefix: &str, stop_when_idle: bool) -> Result<()> {
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, super::CACHE_PROCESSOR);
     crate::kafka::admin::ensure_topics(brokers, &topics.outputs()).await?;
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.names.dead_letters(super::CACHE_PROCESSOR), partitions: 1, compact: false }]).await?;
     let cache = Cache::open(&registry, redis_url, prefix).await?;

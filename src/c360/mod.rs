@@ -101,7 +101,7 @@ pub struct C360Config {
 
 /// `funnel run c360`: the SQL engine.
 pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery: Delivery, cfg: &C360Config, stop_when_idle: bool) -> Result<()> {
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, PROCESSOR);
     let sql = definitions::C360Sql::load(cfg.sql_dir.as_deref())?;
     ensure_topics(brokers, &[topics.inputs(), topics.outputs()].concat()).await?;
     let engine = engine::C360Engine::open(brokers, &registry, topics.clone(), sql).await?;

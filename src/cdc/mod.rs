@@ -111,7 +111,7 @@ pub struct RunStats {
 pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: CdcConfig) -> Result<RunStats> {
     let processor = "cdc".to_string();
     health::report(&processor, "starting", "");
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, &processor);
     let client = db::connect(pg_url).await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     if wal_level != "logical" {

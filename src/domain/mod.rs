@@ -57,7 +57,7 @@ impl DomainTopics {
 
 /// `funnel run domain`: olist CDC → domain topics.
 pub async fn run(brokers: &str, registry_url: &str, topics: DomainTopics, delivery: Delivery) -> Result<()> {
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, "domain");
     for t in [&topics.customers, &topics.orders, &topics.order_items, &topics.order_payments, &topics.products, &topics.order_reviews] {
         wait_for_topic(brokers, t).await?;
     }

@@ -87,9 +87,13 @@ impl BatchProducer {
 
     async fn send_all(&self, records: &[OutRecord]) -> Result<()> {
         let mut pending = Vec::with_capacity(records.len());
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
             loop {
-                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).key(&r.key);
+                let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic);
+                // An empty key is never a framed Avro key: it stands for "no key" (null).
+                if !r.key.is_empty() {
+                    rec = rec.key(&r.key);
+                }
                 if let Some(v) = &r.value {
                     rec = rec.payload(v);
                 }
@@ -102,13 +106,21 @@ impl BatchProducer {
                         // Local queue full: let deliveries drain, then retry this record.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    Err((e, _)) => return Err(e).with_context(|| format!("producing to {}", r.topic)),
+                    Err((e, _)) => return Err(e).with_context(|| format!("producing record {i} to {}", r.topic)),
                 }
             }
         }
-        for f in pending {
-            f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
+        for (i, f) in pending.into_iter().enumerate() {
+            f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).with_context(|| format!("delivering record {i}"))?;
         }
         Ok(())
     }
+}
+
+/// Whether `e` (from `BatchProducer::send`) is a record the broker can never take (too large),
+/// as opposed to a broker that is unavailable.
+pub fn is_record_too_large(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<KafkaError>()).any(|k| {
+        matches!(k.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize))
+    })
 }

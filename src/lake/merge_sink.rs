@@ -72,7 +72,7 @@ pub type Status = Arc<Mutex<HashMap<String, TableProgress>>>;
 pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
     let p = cfg.processor.as_str();
     health::report(p, "starting", "");
-    let registry = RegistryClient::new(&cfg.registry_url);
+    let registry = RegistryClient::waiting_for(&cfg.registry_url, p);
     let mut decoder = ChangeDecoder::new(&registry);
     admin::ensure_topics(&cfg.brokers, &[admin::TopicSpec { name: cfg.dead_letter_topic.clone(), partitions: 1, compact: false }]).await?;
     let dlq: FutureProducer = producer_config(&cfg.brokers, None).create()?;

@@ -2,7 +2,9 @@
 //! bronze/, silver/ and gold/ is registered as `<layer>_<table>` with dots and dashes turned
 //! into underscores (gold/m_dim.lead → `gold_m_dim_lead`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use deltalake::arrow::record_batch::RecordBatch;
@@ -10,10 +12,25 @@ use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
 use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::prelude::SessionContext;
 
-/// A session with every table of the lake registered.
-pub async fn context(lake: &Path) -> Result<SessionContext> {
+/// A table that could not be opened (corrupt log, missing files): left out of the catalog.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skipped {
+    pub table: String,
+    pub error: String,
+}
+
+/// A session with every readable table of the lake registered, and the tables left out.
+pub struct Catalog {
+    pub ctx: SessionContext,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Every Delta table under bronze/, silver/ and gold/; one unreadable table is reported in
+/// `skipped` and the others still answer.
+pub async fn catalog(lake: &Path) -> Result<Catalog> {
     // information_schema: SHOW TABLES and DESCRIBE work.
     let ctx = SessionContext::new_with_config(deltalake::datafusion::prelude::SessionConfig::new().with_information_schema(true));
+    let mut skipped = vec![];
     for layer in ["bronze", "silver", "gold"] {
         let Ok(dir) = std::fs::read_dir(lake.join(layer)) else { continue };
         for entry in dir.flatten() {
@@ -22,10 +39,93 @@ pub async fn context(lake: &Path) -> Result<SessionContext> {
                 continue;
             }
             let name = format!("{layer}_{}", entry.file_name().to_string_lossy().replace(['.', '-'], "_"));
-            register(&ctx, &name, &path).await?;
+            if let Err(e) = register(&ctx, &name, &path).await {
+                tracing::warn!(table = name, error = format!("{e:#}"), "lake table left out of the SQL catalog");
+                skipped.push(Skipped { table: name, error: format!("{e:#}") });
+            }
         }
     }
-    Ok(ctx)
+    Ok(Catalog { ctx, skipped })
+}
+
+/// A session with every readable table of the lake registered (unreadable ones are logged).
+pub async fn context(lake: &Path) -> Result<SessionContext> {
+    Ok(catalog(lake).await?.ctx)
+}
+
+/// The catalog, rebuilt at most every `max_age` (opening every table's log per request would
+/// cost more than most queries): queries see the lake as of at most `max_age` ago.
+pub struct CachedCatalog {
+    lake: PathBuf,
+    max_age: Duration,
+    current: tokio::sync::Mutex<Option<(Instant, Arc<Catalog>)>>,
+}
+
+impl CachedCatalog {
+    pub fn new(lake: &Path, max_age: Duration) -> Self {
+        Self { lake: lake.to_path_buf(), max_age, current: Default::default() }
+    }
+
+    pub async fn get(&self) -> Result<Arc<Catalog>> {
+        let mut current = self.current.lock().await;
+        if let Some((at, c)) = current.as_ref() {
+            if at.elapsed() < self.max_age {
+                return Ok(c.clone());
+            }
+        }
+        let fresh = Arc::new(catalog(&self.lake).await?);
+        *current = Some((Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+}
+
+/// Bounds of one query from an API: rows returned and time spent.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Not a query, a syntax error, an unknown table or a failure while running it.
+    #[error("{0}")]
+    Refused(String),
+    #[error("query stopped at the time limit of {0:?}")]
+    Timeout(Duration),
+}
+
+/// What a bounded query returned: at most `max_rows` rows, `truncated` when there were more.
+pub struct Answer {
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    pub truncated: bool,
+}
+
+/// Run a read-only query within `limits`: one row more than the limit is fetched to know
+/// whether the result was cut; past the time limit the query is dropped (its streams stop).
+pub async fn bounded(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<Answer, QueryError> {
+    let run = async {
+        let df = ctx.sql_with_options(sql, read_only()).await.map_err(|e| QueryError::Refused(format!("planning: {e}")))?;
+        let df = df.limit(0, Some(limits.max_rows.saturating_add(1))).map_err(|e| QueryError::Refused(format!("planning: {e}")))?;
+        df.collect().await.map_err(|e| QueryError::Refused(format!("running: {e}")))
+    };
+    let batches = tokio::time::timeout(limits.timeout, run).await.map_err(|_| QueryError::Timeout(limits.timeout))??;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if total <= limits.max_rows {
+        return Ok(Answer { batches, rows: total, truncated: false });
+    }
+    let mut kept = vec![];
+    let mut left = limits.max_rows;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        kept.push(b.slice(0, n));
+        left -= n;
+    }
+    Ok(Answer { batches: kept, rows: limits.max_rows, truncated: true })
 }
 
 /// Register the Delta table at `path` as `name`.
@@ -36,7 +136,6 @@ pub async fn register(ctx: &SessionContext, name: &str, path: &Path) -> Result<(
     Ok(())
 }
 
-/// Run a query; anything but a query (DDL, DML, SET, …) is refused before it runs.
 /// Queries only: DDL, DML and statements (SET, …) are refused before anything runs.
 pub fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)

@@ -61,7 +61,7 @@ fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<
 
 /// `funnel run seller-metrics`.
 pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, seller_metrics::PROCESSOR);
     for t in [&topics.order_items, &topics.sellers] {
         merge_sink::wait_for_topic(brokers, t).await?;
     }
@@ -74,7 +74,7 @@ pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadT
 
 /// `funnel run leads`: the join, and the gold table written from its output topic.
 pub async fn run_leads(brokers: &str, registry_url: &str, lake: &Path, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
-    let registry = RegistryClient::new(registry_url);
+    let registry = RegistryClient::waiting_for(registry_url, join::PROCESSOR);
     for t in [&topics.mqls, &topics.closed_deals] {
         merge_sink::wait_for_topic(brokers, t).await?;
     }

@@ -11,11 +11,12 @@
 
 pub mod health;
 pub mod integrity;
+pub mod jobs;
 pub mod service;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -137,15 +138,6 @@ impl LoadEvent {
     }
 }
 
-/// A load request's progress, for `GET /load/{id}`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Job {
-    pub load_id: String,
-    pub status: String,
-    pub progress: String,
-    pub result: Option<LoadEvent>,
-}
-
 pub struct Loader {
     pub ep: Endpoints,
     pub lake: PathBuf,
@@ -159,7 +151,7 @@ pub struct Loader {
     value: Registered,
     backoff: Backoff,
     load_lock: tokio::sync::Mutex<()>,
-    pub jobs: Mutex<HashMap<String, Job>>,
+    pub jobs: jobs::Jobs,
 }
 
 fn load_id(trigger: &str) -> String {
@@ -328,9 +320,7 @@ impl Loader {
     }
 
     fn set_job(&self, id: &str, status: &str, progress: String, result: Option<LoadEvent>) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.insert(id.to_string(), Job { load_id: id.into(), status: status.into(), progress, result });
-        }
+        self.jobs.set(id, status, progress, result);
     }
 
     /// `POST /load`: re-snapshot each marketing table, wait until silver caught up with it,

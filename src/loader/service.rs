@@ -1,6 +1,8 @@
 //! The data-loader service API, on the processor's HTTP port next to /metrics:
 //! `GET /` (what this is), `GET /health` (each dependency), `POST /load` (re-snapshot and wait
 //! for the integrity result), `POST /load-async` (a job id) and `GET /load/{id}` (its progress).
+//! Every route but `/health` (and `/metrics`) needs the API credentials (`runtime::auth`): a
+//! load re-reads the source tables, so it is an operator's action, not anyone's.
 
 use std::sync::Arc;
 
@@ -12,15 +14,16 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::{health, Loader};
+use crate::runtime::auth::{json_error, ApiCredentials};
 
-pub fn router(loader: Arc<Loader>) -> Router {
-    Router::new()
+pub fn router(loader: Arc<Loader>, creds: ApiCredentials) -> Router {
+    let protected = Router::new()
         .route("/", get(info))
-        .route("/health", get(health_check))
         .route("/load", post(load))
         .route("/load-async", post(load_async))
         .route("/load/{id}", get(job))
-        .with_state(loader)
+        .route_layer(axum::middleware::from_fn_with_state(creds, crate::runtime::auth::require));
+    protected.route("/health", get(health_check)).with_state(loader)
 }
 
 async fn info(State(l): State<Arc<Loader>>) -> impl IntoResponse {
@@ -52,34 +55,38 @@ async fn health_check(State(l): State<Arc<Loader>>) -> impl IntoResponse {
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
-async fn load(State(l): State<Arc<Loader>>) -> impl IntoResponse {
+async fn load(State(l): State<Arc<Loader>>) -> axum::response::Response {
     let id = l.new_load_id();
+    if let Err(waiting) = l.jobs.try_queue(&id) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING));
+    }
     match l.load(&id).await {
-        Ok(event) => (if event.succeeded() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, Json(serde_json::to_value(event).unwrap_or_default())),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"load_id": id, "error": format!("{e:#}")}))),
+        Ok(event) => (if event.succeeded() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, Json(serde_json::to_value(event).unwrap_or_default())).into_response(),
+        Err(e) => {
+            l.jobs.set(&id, "failed", format!("{e:#}"), None);
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error_code": 500, "load_id": id, "message": format!("{e:#}")}))).into_response()
+        }
     }
 }
 
-async fn load_async(State(l): State<Arc<Loader>>) -> impl IntoResponse {
+async fn load_async(State(l): State<Arc<Loader>>) -> axum::response::Response {
     let id = l.new_load_id();
-    if let Ok(mut jobs) = l.jobs.lock() {
-        jobs.insert(id.clone(), super::Job { load_id: id.clone(), status: "queued".into(), progress: "waiting for a running load".into(), result: None });
+    if let Err(waiting) = l.jobs.try_queue(&id) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING));
     }
     let (loader, job) = (l.clone(), id.clone());
     tokio::spawn(async move {
         if let Err(e) = loader.load(&job).await {
             tracing::error!(load_id = job, error = format!("{e:#}"), "load failed");
-            if let Ok(mut jobs) = loader.jobs.lock() {
-                jobs.insert(job.clone(), super::Job { load_id: job.clone(), status: "failed".into(), progress: format!("{e:#}"), result: None });
-            }
+            loader.jobs.set(&job, "failed", format!("{e:#}"), None);
         }
     });
-    (StatusCode::ACCEPTED, Json(json!({"load_id": id, "status": format!("/load/{id}")})))
+    (StatusCode::ACCEPTED, Json(json!({"load_id": id, "status": format!("/load/{id}")}))).into_response()
 }
 
-async fn job(State(l): State<Arc<Loader>>, Path(id): Path<String>) -> impl IntoResponse {
-    match l.jobs.lock().ok().and_then(|j| j.get(&id).cloned()) {
-        Some(job) => (StatusCode::OK, Json(serde_json::to_value(job).unwrap_or_default())),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no load {id}")}))),
+async fn job(State(l): State<Arc<Loader>>, Path(id): Path<String>) -> axum::response::Response {
+    match l.jobs.get(&id) {
+        Some(job) => (StatusCode::OK, Json(serde_json::to_value(job).unwrap_or_default())).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, format!("no load {id} (finished loads are kept for an hour)")),
     }
 }

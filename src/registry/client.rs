@@ -20,24 +20,81 @@ pub enum RegistryError {
     BadSchema { id: u32, source: apache_avro::Error },
 }
 
+impl RegistryError {
+    /// An outage (nothing answered, or the registry failed on its side), as opposed to an answer
+    /// about the request itself (404 unknown id, 409 incompatible, a schema that does not parse).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } => true,
+            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RegistryClient {
     base: String,
     http: reqwest::Client,
     by_id: Arc<RwLock<HashMap<u32, Arc<Schema>>>>,
+    /// Set for a processor's client: an outage is waited out (see `waiting_for`).
+    processor: Option<Arc<str>>,
 }
 
+/// Backoff while the registry is down: doubling from the first delay up to the cap.
+const OUTAGE_FIRST_DELAY: Duration = Duration::from_millis(100);
+const OUTAGE_MAX_DELAY: Duration = Duration::from_secs(5);
+
 impl RegistryClient {
+    /// A client that reports an outage to its caller at once (request/response paths: the
+    /// caller answers 503 or fails the command).
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("reqwest client with static config");
-        Self { base: base.trim_end_matches('/').to_string(), http, by_id: Default::default() }
+        Self { base: base.trim_end_matches('/').to_string(), http, by_id: Default::default(), processor: None }
+    }
+
+    /// A processor's client: while the registry is unreachable or failing, every call retries
+    /// with backoff (100 ms doubling to 5 s) and `processor` reports unhealthy, waiting for the
+    /// `schema-registry`; it resumes when the registry is back. An outage is not bad data:
+    /// nothing is dead-lettered for it. Only a shutdown request ends the wait (with the error).
+    pub fn waiting_for(base: &str, processor: &str) -> Self {
+        Self { processor: Some(processor.into()), ..Self::new(base) }
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Json), RegistryError> {
+        let Some(processor) = &self.processor else { return self.call_once(req, what).await };
+        let mut delay = OUTAGE_FIRST_DELAY;
+        let mut waited = false;
+        loop {
+            // Registry requests carry in-memory bodies, so they always clone.
+            let Some(attempt) = req.try_clone() else { return self.call_once(req, what).await };
+            match self.call_once(attempt, what).await {
+                Err(e) if e.is_outage() && !crate::runtime::shutdown::requested() => {
+                    if !waited {
+                        tracing::warn!(processor = &**processor, error = %e, "schema registry unavailable: waiting for it (nothing is dead-lettered meanwhile)");
+                    }
+                    waited = true;
+                    crate::runtime::health::dependency(processor, "schema-registry", Some(e.to_string()));
+                    crate::runtime::metrics::metrics().errors.with_label_values(&[processor, "registry_unavailable"]).inc();
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(OUTAGE_MAX_DELAY);
+                }
+                result => {
+                    if waited {
+                        tracing::info!(processor = &**processor, "schema registry is back");
+                        crate::runtime::health::dependency(processor, "schema-registry", None);
+                    }
+                    return result;
+                }
+            }
+        }
     }
 
     pub fn url(&self) -> &str {
         &self.base
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Json), RegistryError> {
+    async fn call_once(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Json), RegistryError> {
         let resp = req
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send()

@@ -88,6 +88,8 @@ struct Registry {
     /// Serialises writes: produce to `_schemas`, then apply.
     write_lock: Mutex<()>,
     producer: FutureProducer,
+    /// The schemas topic.
+    topic: String,
 }
 
 type Shared = Arc<Registry>;
@@ -99,13 +101,14 @@ fn error(status: StatusCode, code: u32, message: impl Into<String>) -> Response 
     reply(status, json!({"error_code": code, "message": message.into()}))
 }
 
-/// Load `_schemas` and serve the REST API until the process is stopped.
-pub async fn serve(brokers: &str, port: u16) -> Result<()> {
-    ensure_topics(brokers, &[TopicSpec { name: SCHEMAS_TOPIC.into(), partitions: 1, compact: true }]).await?;
-    let store = load(brokers).context("loading _schemas")?;
-    tracing::info!(schemas = store.by_id.len(), subjects = store.subjects.len(), "registry state loaded from {SCHEMAS_TOPIC}");
+/// Load the schemas topic (`_schemas` unless `topic` says otherwise, like Confluent's
+/// `kafkastore.topic`) and serve the REST API until the process is stopped.
+pub async fn serve(brokers: &str, port: u16, topic: &str) -> Result<()> {
+    ensure_topics(brokers, &[TopicSpec { name: topic.into(), partitions: 1, compact: true }]).await?;
+    let store = load(brokers, topic).with_context(|| format!("loading {topic}"))?;
+    tracing::info!(schemas = store.by_id.len(), subjects = store.subjects.len(), "registry state loaded from {topic}");
     let producer: FutureProducer = producer_config(brokers, None).create()?;
-    let reg = Arc::new(Registry { store: RwLock::new(store), write_lock: Mutex::new(()), producer });
+    let reg = Arc::new(Registry { store: RwLock::new(store), write_lock: Mutex::new(()), producer, topic: topic.to_string() });
     let app = router(reg);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("binding 127.0.0.1:{port}"))?;
     tracing::info!(port, "schema registry listening");
@@ -128,20 +131,20 @@ fn router(reg: Shared) -> Router {
         .with_state(reg)
 }
 
-fn load(brokers: &str) -> Result<Store> {
+fn load(brokers: &str, topic: &str) -> Result<Store> {
     let consumer: BaseConsumer = client_config(brokers).set("group.id", "funnel-registry-loader").set("enable.auto.commit", "false").create()?;
-    let (_, high) = consumer.fetch_watermarks(SCHEMAS_TOPIC, 0, Duration::from_secs(10))?;
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
     let mut store = Store::default();
     if high == 0 {
         return Ok(store);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(SCHEMAS_TOPIC, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if std::time::Instant::now() > deadline {
-            anyhow::bail!("timed out reading {SCHEMAS_TOPIC} up to offset {high}");
+            anyhow::bail!("timed out reading {topic} up to offset {high}");
         }
         let Some(msg) = consumer.poll(Duration::from_millis(500)) else { continue };
         let msg = msg?;
@@ -160,9 +163,9 @@ impl Registry {
         let k = key.to_string();
         let v = value.to_string();
         self.producer
-            .send(FutureRecord::to(SCHEMAS_TOPIC).key(&k).payload(&v), Duration::from_secs(30))
+            .send(FutureRecord::to(&self.topic).key(&k).payload(&v), Duration::from_secs(30))
             .await
-            .map_err(|(e, _)| error(StatusCode::INTERNAL_SERVER_ERROR, 50001, format!("cannot write to {SCHEMAS_TOPIC}: {e}")))?;
+            .map_err(|(e, _)| error(StatusCode::INTERNAL_SERVER_ERROR, 50001, format!("cannot write to {}: {e}", self.topic)))?;
         self.store.write().await.apply(&key, Some(&value));
         Ok(())
     }

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::auth::json_error;
 use super::{health, metrics};
 
 /// `/health` from the processors' own reports.
@@ -19,6 +20,19 @@ pub fn health_router() -> Router {
     )
 }
 
+/// Request bodies larger than this get 413 unless a server sets its own limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The body limit, and JSON bodies for the answers the framework makes by itself (unknown
+/// route, wrong method), like every other error of funnel's APIs.
+pub fn with_json_errors(app: Router, max_body_bytes: usize) -> Router {
+    app.fallback(|uri: axum::http::Uri| async move { json_error(StatusCode::NOT_FOUND, format!("no route {}", uri.path())) })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+}
+
 /// Serve `/metrics` and `routes` (by default `health_router`) on `address`:`port` in the
 /// background (port 0 disables it). A service with its own API passes its routes, /health included.
 pub async fn spawn(address: &str, port: u16, routes: Option<Router>) -> Result<()> {
@@ -28,7 +42,7 @@ pub async fn spawn(address: &str, port: u16, routes: Option<Router>) -> Result<(
     let listener = tokio::net::TcpListener::bind((address, port)).await.with_context(|| format!("binding metrics port {address}:{port} (set --http-port, --bind-address)"))?;
     tracing::info!(port, "metrics and health on http://{address}:{port}/metrics");
     tokio::spawn(async move {
-        let app = Router::new().route("/metrics", get(|| async { metrics::render() })).merge(routes.unwrap_or_else(health_router));
+        let app = with_json_errors(Router::new().route("/metrics", get(|| async { metrics::render() })).merge(routes.unwrap_or_else(health_router)), DEFAULT_MAX_BODY_BYTES);
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }

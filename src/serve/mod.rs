@@ -1,152 +1,140 @@
-//! `funnel serve` (default port 5000): funnel's HTTP front.
-//! - `POST /topics/{topic}` — JSON in, Avro out, like Confluent's REST Proxy: each record's key and
-//!   value are resolved against the latest schemas registered for the topic (`<topic>-key`,
-//!   `<topic>-value`) and produced in the Confluent wire format. All records are checked before
-//!   any is produced: one bad record refuses the request (422, naming the record and field).
-//! - `GET /api/sql?q=SELECT…` — read-only SQL over every lake table (see `lake::query`).
+//! `funnel serve` (default port 5000): funnel's HTTP front. Every route but `/health` needs the
+//! API credentials (`runtime::auth`).
+//! - `POST /topics/{topic}` — JSON in, Avro out, like Confluent's REST Proxy (see `produce`):
+//!   public input topics only, all records of a request in one Kafka transaction.
+//! - `GET /api/sql?q=SELECT…` — read-only SQL over the lake, bounded in rows and time (see `sql`).
 //! - `GET /` — the customer 360 page: consolidated customers from Redis with search, segment and
 //!   lifecycle filters, refreshing live; `GET /api/customers?q=&segment=&stage=&limit=` is its
 //!   data (see `c360::view`).
 
+mod produce;
+mod sql;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use apache_avro::types::Value;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{json, Value as JsonValue};
+use axum::Router;
 
-use crate::avro::serialization;
 use crate::config::Endpoints;
-use crate::registry::{subject, RegistryClient};
+use crate::kafka::batch_producer::{BatchProducer, Delivery};
+use crate::lake::query::{CachedCatalog, Limits};
+use crate::registry::RegistryClient;
+use crate::runtime::auth::{json_error, ApiCredentials};
+use crate::topology::names::TopicNames;
 
 pub const DEFAULT_PORT: u16 = 5000;
 
 const PAGE: &str = include_str!("c360.html");
 
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeConfig {
+    #[arg(long, env = "FUNNEL_SERVE_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Key prefix of the consolidated view in Redis (as given to `funnel run cache`).
+    #[arg(long = "redis-prefix", env = "FUNNEL_REDIS_PREFIX", default_value = "c360")]
+    pub redis_prefix: String,
+    /// Where topology/topics.toml says which topics are public inputs (the only ones
+    /// `POST /topics` writes).
+    #[arg(long, default_value = ".")]
+    pub topology_dir: PathBuf,
+    /// Largest request body accepted, in bytes (413 above it).
+    #[arg(long = "max-body-bytes", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// /api/sql: rows returned at most (the answer says when it was cut).
+    #[arg(long = "sql-max-rows", default_value_t = 10_000)]
+    pub sql_max_rows: usize,
+    /// /api/sql: seconds a query may run before it is stopped.
+    #[arg(long = "sql-timeout-secs", default_value_t = 30.0)]
+    pub sql_timeout_secs: f64,
+    /// /api/sql: the table catalog is rebuilt at most this often (queries see the lake as of
+    /// at most this many seconds ago).
+    #[arg(long = "sql-catalog-secs", default_value_t = 10.0)]
+    pub sql_catalog_secs: f64,
+    #[command(flatten)]
+    pub ns: crate::topology::names::NamespaceArg,
+}
+
+/// How `POST /topics` may write a topic.
+#[derive(Clone, Copy, Debug)]
+struct TopicPolicy {
+    compacted: bool,
+}
+
 struct Serve {
-    lake: PathBuf,
     registry: RegistryClient,
-    producer: FutureProducer,
+    /// One transaction at a time per producer: requests take turns.
+    producer: tokio::sync::Mutex<BatchProducer>,
+    /// The public input topics (namespaced) and how to write them.
+    public: HashMap<String, TopicPolicy>,
+    catalog: CachedCatalog,
+    sql_limits: Limits,
     redis: redis::Client,
     redis_prefix: String,
 }
 
-pub async fn run(ep: &Endpoints, port: u16, redis_prefix: &str) -> Result<()> {
+/// This host's name, for a transactional id no other instance shares.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length; gethostname NUL-terminates within it on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    if ok && end > 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
+}
+
+pub async fn run(ep: &Endpoints, stack_dir: &std::path::Path, cfg: &ServeConfig) -> Result<()> {
+    let creds = ApiCredentials::load(stack_dir)?;
+    let topology = crate::topology::Topology::load(&cfg.topology_dir)?;
+    let names = TopicNames::new("olist", &cfg.ns.namespace);
+    let public: HashMap<String, TopicPolicy> = topology.topics.iter().filter(|t| t.public).map(|t| (names.owned(&t.name), TopicPolicy { compacted: t.compacted() })).collect();
+    let transactional_id = names.owned(&format!("funnel-serve-{}-{}", hostname(), cfg.port));
+    let lake = ep.lake_root()?;
     let state = Arc::new(Serve {
-        lake: ep.lake_root()?,
         registry: RegistryClient::new(&ep.registry_url),
-        producer: crate::kafka::producer_config(&ep.brokers, None).create()?,
+        producer: tokio::sync::Mutex::new(BatchProducer::new(&ep.brokers, &transactional_id, Delivery::ExactlyOnce).await?),
+        public,
+        catalog: CachedCatalog::new(&lake, Duration::from_secs_f64(cfg.sql_catalog_secs.max(0.0))),
+        sql_limits: Limits { max_rows: cfg.sql_max_rows, timeout: Duration::from_secs_f64(cfg.sql_timeout_secs.max(0.001)) },
         redis: redis::Client::open(ep.redis_url.as_str()).with_context(|| format!("redis url {}", ep.redis_url))?,
-        redis_prefix: redis_prefix.to_string(),
+        redis_prefix: cfg.redis_prefix.clone(),
     });
-    let app = Router::new()
+    let protected = Router::new()
         .route("/", get(|| async { axum::response::Html(PAGE) }))
         .route("/api/customers", get(customers))
-        .route("/topics/{topic}", post(produce))
-        .route("/api/sql", get(sql))
+        .route("/topics/{topic}", post(produce::produce))
+        .route("/api/sql", get(sql::sql))
         .with_state(state)
-        .merge(crate::runtime::http::health_router());
+        .route_layer(axum::middleware::from_fn_with_state(creds, crate::runtime::auth::require));
+    let app = crate::runtime::http::with_json_errors(protected.merge(crate::runtime::http::health_router()), cfg.max_body_bytes);
     let address = ep.bind_address.as_str();
+    let port = cfg.port;
     let listener = tokio::net::TcpListener::bind((address, port)).await.with_context(|| format!("binding {address}:{port} (set --port, --bind-address)"))?;
     tracing::info!(port, "serving http://{address}:{port}/ (the customer 360 page, POST /topics/{{topic}}, GET /api/sql?q=)");
     axum::serve(listener, app).with_graceful_shutdown(async { crate::runtime::shutdown::wait().await }).await?;
     Ok(())
 }
 
-fn error(status: StatusCode, message: String) -> (StatusCode, Json<JsonValue>) {
-    (status, Json(json!({"error_code": status.as_u16(), "message": message})))
-}
-
-/// A JSON value as an Avro datum of `schema`, framed with `id`.
-fn encode_json(v: &JsonValue, id: u32, schema: &apache_avro::Schema) -> Result<Vec<u8>, String> {
-    let value = Value::from(v.clone()).resolve(schema).map_err(|e| e.to_string())?;
-    serialization::encode(id, schema, value).map_err(|e| e.to_string())
-}
-
-async fn produce(State(s): State<Arc<Serve>>, Path(topic): Path<String>, Json(body): Json<JsonValue>) -> impl IntoResponse {
-    let Some(records) = body.get("records").and_then(JsonValue::as_array) else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, r#"expected {"records": [{"key": …, "value": …}, …]}"#.into());
+async fn customers(State(s): State<Arc<Serve>>, f: Result<Query<crate::c360::view::Filter>, axum::extract::rejection::QueryRejection>) -> Response {
+    let f = match f {
+        Ok(Query(f)) => f,
+        Err(rejection) => return json_error(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    let mut schemas = vec![];
-    for is_key in [true, false] {
-        match s.registry.latest(&subject(&topic, is_key)).await {
-            Ok(Some(x)) => schemas.push(x),
-            Ok(None) => return error(StatusCode::NOT_FOUND, format!("no schema registered under {} (run `funnel topics create`)", subject(&topic, is_key))),
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        }
-    }
-    let ((key_id, key_schema), (value_id, value_schema)) = (&schemas[0], &schemas[1]);
-    let mut framed = vec![];
-    for (i, r) in records.iter().enumerate() {
-        let key = match r.get("key") {
-            Some(k) => match encode_json(k, *key_id, key_schema) {
-                Ok(b) => Some(b),
-                Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("record {i}: key does not match {}: {e}", subject(&topic, true))),
-            },
-            None => None,
-        };
-        let value = match r.get("value") {
-            None | Some(JsonValue::Null) => None,
-            Some(v) => match encode_json(v, *value_id, value_schema) {
-                Ok(b) => Some(b),
-                Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("record {i}: value does not match {}: {e}", subject(&topic, false))),
-            },
-        };
-        framed.push((key, value));
-    }
-    let mut offsets = vec![];
-    for (key, value) in &framed {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic);
-        if let Some(k) = key {
-            rec = rec.key(k);
-        }
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        match s.producer.send(rec, Duration::from_secs(30)).await {
-            Ok(d) => offsets.push(json!({"partition": d.partition, "offset": d.offset})),
-            Err((e, _)) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("producing to {topic}: {e}")),
-        }
-    }
-    (StatusCode::OK, Json(json!({"key_schema_id": key_id, "value_schema_id": value_id, "offsets": offsets})))
-}
-
-async fn customers(State(s): State<Arc<Serve>>, Query(f): Query<crate::c360::view::Filter>) -> impl IntoResponse {
     let mut con = match s.redis.get_multiplexed_async_connection().await {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),
     };
     match crate::c360::view::query(&mut con, &s.redis_prefix, &f).await {
-        Ok(v) => (StatusCode::OK, Json(v)),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct SqlQuery {
-    q: String,
-}
-
-async fn sql(State(s): State<Arc<Serve>>, Query(q): Query<SqlQuery>) -> impl IntoResponse {
-    let ctx = match crate::lake::query::context(&s.lake).await {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-    };
-    match crate::lake::query::batches(&ctx, &q.q).await {
-        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Ok(batches) => {
-            let columns: Vec<String> = batches.first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
-            match crate::lake::query::to_json(&batches) {
-                Ok(rows) => (StatusCode::OK, Json(json!({"columns": columns, "rows": rows}))),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-            }
-        }
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
     }
 }

@@ -52,6 +52,9 @@ fn all_services(dirs: &StackDirs) -> Result<Vec<Service>> {
 }
 
 pub async fn up(dirs: &StackDirs) -> Result<()> {
+    // The local stack's API token (`funnel serve`, the loader API); `stack env` exports its path.
+    let token = crate::runtime::auth::ensure_stack_token(&dirs.state()?)?;
+    println!("API token for funnel's HTTP services: {} (FUNNEL_API_TOKEN_FILE)", token.display());
     for svc in all_services(dirs)? {
         svc.ensure_installed()?;
         svc.start().await?;
@@ -87,15 +90,18 @@ pub async fn status(dirs: &StackDirs) -> Result<()> {
 }
 
 /// Shell `export` lines for the stack's endpoints, for `eval "$(funnel stack env)"`.
-pub fn env_lines(lake_dir: &std::path::Path) -> String {
+pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> String {
     use crate::config::*;
     format!(
         "export FUNNEL_BROKERS=127.0.0.1:{DEFAULT_BROKER_PORT}\n\
          export FUNNEL_SCHEMA_REGISTRY_URL=http://127.0.0.1:{DEFAULT_REGISTRY_PORT}\n\
          export FUNNEL_SOURCE_PG_URL=postgres://postgres@127.0.0.1:{DEFAULT_PG_PORT}/olist\n\
          export FUNNEL_REDIS_URL=redis://127.0.0.1:{DEFAULT_REDIS_PORT}/\n\
-         export FUNNEL_LAKE_DIR={}\n",
-        lake_dir.display()
+         export FUNNEL_LAKE_DIR={}\n\
+         export {}={}\n",
+        lake_dir.display(),
+        crate::runtime::auth::TOKEN_FILE_ENV,
+        stack_dir.join(crate::runtime::auth::STACK_TOKEN_FILE).display()
     )
 }
 

@@ -26,6 +26,16 @@ pub struct Topic {
     pub value_schema: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// A public input: systems outside funnel's processors may produce here (seed scripts,
+    /// `POST /topics` on `funnel serve`). Every other topic is written by its processor only.
+    #[serde(default)]
+    pub public: bool,
+}
+
+impl Topic {
+    pub fn compacted(&self) -> bool {
+        self.cleanup_policy == "compact"
+    }
 }
 
 fn default_partitions() -> i32 {
@@ -123,7 +133,7 @@ impl Topology {
     /// the registry; an incompatible change fails here with its 409 message).
     pub async fn create(&self, brokers: &str, registry: &RegistryClient) -> Result<Vec<(String, String)>> {
         let specs: Vec<TopicSpec> =
-            self.topics.iter().map(|t| TopicSpec { name: t.name.clone(), partitions: t.partitions, compact: t.cleanup_policy == "compact" }).collect();
+            self.topics.iter().map(|t| TopicSpec { name: t.name.clone(), partitions: t.partitions, compact: t.compacted() }).collect();
         let created = ensure_topics(brokers, &specs).await?;
         let mut report = vec![];
         for t in &self.topics {

@@ -42,6 +42,8 @@ pub struct Case {
     pub prefix: String,
     pub lake: tempfile::TempDir,
     pub stack: Stack,
+    /// The API token of this case's HTTP services (`FUNNEL_API_TOKEN` of every spawned funnel).
+    pub token: String,
     children: Vec<Child>,
 }
 
@@ -62,6 +64,7 @@ impl Case {
             prefix: format!("{name}{stamp}"),
             lake: tempfile::tempdir().unwrap(),
             stack,
+            token: format!("test-token-{name}-{stamp}-{:x}", std::process::id()),
             children: vec![],
         }
     }
@@ -73,8 +76,16 @@ impl Case {
             .env("FUNNEL_SOURCE_PG_URL", &self.db_url)
             .env("FUNNEL_LAKE_DIR", self.lake.path())
             .env("FUNNEL_REDIS_URL", &self.stack.redis)
+            .env("FUNNEL_API_TOKEN", &self.token)
             .env("FUNNEL_LOG", std::env::var("TEST_FUNNEL_LOG").unwrap_or("warn,funnel=info,deltalake_core::operations::merge=error".into()));
         c
+    }
+
+    /// An HTTP client that sends this case's API token with every request.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", self.token).parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
     }
 
     /// Run a funnel command to completion (10 minutes at most: a hang fails the test, not CI).
@@ -249,6 +260,11 @@ impl Drop for Case {
             let _ = c.wait();
         }
     }
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut f: F)

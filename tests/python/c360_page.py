@@ -2,6 +2,8 @@
 """Drive the customer 360 page of `funnel serve` in headless Chromium (selenium + Debian's
 chromium-driver), as a user would:
 
+0. without credentials the page answers 401 with a Basic challenge (a browser asks for them);
+   the browser then sends the API token (FUNNEL_API_TOKEN) with every request;
 1. open the page and wait for customers;
 2. search for a city no customer has yet, then produce a profile there through the page's
    own server (POST /topics/...) and wait, without reloading, for it to appear (live refresh);
@@ -11,7 +13,9 @@ Prints one JSON object with what the page showed.
 """
 import argparse
 import json
+import os
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -49,8 +53,18 @@ def main():
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         opts.add_argument(a)
     opts.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    token = os.environ["FUNNEL_API_TOKEN"]
     result = {}
+    try:
+        urllib.request.urlopen(args.url + "/", timeout=30)
+        result["without_credentials"] = 200
+    except urllib.error.HTTPError as e:
+        result["without_credentials"] = e.code
+        result["challenge"] = e.headers.get("WWW-Authenticate")
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    # What a user types into the browser's credentials prompt, sent with every request.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": "Bearer " + token}})
     try:
         driver.get(args.url)
         wait("customers on the page", lambda: rows(driver))
@@ -64,7 +78,8 @@ def main():
                              "value": {"customer_id": "live-1", "first_name": "Lia", "city": "Livetown",
                                        "state": "SP", "attributes": {}, "source": "http"}}]}
         req = urllib.request.Request(f"{args.url}/topics/{args.profile_topic}", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"}, method="POST")
+                                     headers={"content-type": "application/json", "authorization": "Bearer " + token},
+                                     method="POST")
         urllib.request.urlopen(req, timeout=30).read()
         t0 = time.time()
         live = wait("the new customer without a reload", lambda: [r for r in rows(driver) if r["city"] == "Livetown"], timeout=90)
