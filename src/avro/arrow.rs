@@ -97,11 +97,14 @@ impl ColumnBuilder {
             (Self::Date(b), Value::Date(x)) => b.append_value(*x),
             (Self::Ts(b), Value::TimestampMicros(x)) => b.append_value(*x),
             (Self::Ts(b), Value::TimestampMillis(x)) => b.append_value(*x * 1000),
-            (Self::Dec(b, ..), Value::Decimal(d)) => match Vec::<u8>::try_from(d) {
-                Ok(bytes) => b.append_value(unscaled_from_bytes(&bytes)),
-                Err(_) => return false,
+            (Self::Dec(b, p, _), Value::Decimal(d)) => match Vec::<u8>::try_from(d).ok().and_then(|bytes| decimal_within(&bytes, *p)) {
+                Some(v) => b.append_value(v),
+                None => return false,
             },
-            (Self::Dec(b, ..), Value::Bytes(bytes)) => b.append_value(unscaled_from_bytes(bytes)),
+            (Self::Dec(b, p, _), Value::Bytes(bytes)) => match decimal_within(bytes, *p) {
+                Some(v) => b.append_value(v),
+                None => return false,
+            },
             _ => return false,
         }
         true
@@ -124,8 +127,11 @@ impl ColumnBuilder {
                 | (Self::Bool(_), Value::Boolean(_))
                 | (Self::Date(_), Value::Date(_))
                 | (Self::Ts(_), Value::TimestampMicros(_) | Value::TimestampMillis(_))
-                | (Self::Dec(..), Value::Bytes(_))
-        ) || matches!((self, v), (Self::Dec(..), Value::Decimal(d)) if Vec::<u8>::try_from(d).is_ok())
+        ) || match (self, v) {
+            (Self::Dec(_, p, _), Value::Bytes(bytes)) => decimal_within(bytes, *p).is_some(),
+            (Self::Dec(_, p, _), Value::Decimal(d)) => Vec::<u8>::try_from(d).ok().and_then(|bytes| decimal_within(&bytes, *p)).is_some(),
+            _ => false,
+        }
     }
 
     pub fn append_null(&mut self) {
@@ -142,9 +148,24 @@ impl ColumnBuilder {
             Self::Bool(b) => Arc::new(b.finish()),
             Self::Date(b) => Arc::new(b.finish()),
             Self::Ts(b) => Arc::new(b.finish().with_timezone("UTC")),
-            Self::Dec(b, p, s) => Arc::new(b.finish().with_precision_and_scale(*p, *s).expect("precision validated at schema time")),
+            // columns_of_record refuses precision above 38 and scale above precision, the only
+            // arguments with_precision_and_scale rejects; a Column built by hand is clamped.
+            Self::Dec(b, p, s) => {
+                let array = b.finish();
+                match array.clone().with_precision_and_scale(*p, *s) {
+                    Ok(a) => Arc::new(a),
+                    Err(_) => Arc::new(array),
+                }
+            }
         }
     }
+}
+
+/// The unscaled value of decimal bytes when it has at most `precision` digits (more bytes
+/// than an i128 holds, or more digits, is a value the column cannot take: refused, never cut).
+fn decimal_within(bytes: &[u8], precision: u8) -> Option<i128> {
+    let v = unscaled_from_bytes(bytes)?;
+    (v.unsigned_abs() < 10u128.checked_pow(precision as u32)?).then_some(v)
 }
 
 /// A field schema without its nullable union: `["null", T]` → `(T, true)`, `T` → `(T, false)`.
@@ -155,12 +176,17 @@ pub fn split_nullable(schema: &apache_avro::Schema) -> (&apache_avro::Schema, bo
     }
 }
 
+/// Arrow's Decimal128 holds at most 38 digits.
+pub const MAX_DECIMAL_PRECISION: usize = 38;
+
 /// Read the column list back from an Avro record schema that funnel generated
 /// (the inverse of [`Column::avro_field`]). Maps, arrays and nested records become string
 /// columns holding their JSON (a Delta table of a domain topic keeps them queryable).
-pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
+/// Err says what does not map: not a record, a field type without a column type, or a
+/// decimal wider than Arrow's 38 digits (refused here, never truncated later).
+pub fn columns_of_record(schema: &apache_avro::Schema) -> Result<Vec<Column>, String> {
     use apache_avro::Schema as S;
-    let S::Record(rec) = schema else { return None };
+    let S::Record(rec) = schema else { return Err(format!("schema {} is not a record", schema.canonical_form())) };
     rec.fields
         .iter()
         .map(|f| {
@@ -174,11 +200,14 @@ pub fn columns_of_record(schema: &apache_avro::Schema) -> Option<Vec<Column>> {
                 S::Boolean => ColumnType::Boolean,
                 S::Date => ColumnType::Date,
                 S::TimestampMicros | S::TimestampMillis | S::LocalTimestampMicros | S::LocalTimestampMillis => ColumnType::TimestampMicros,
+                S::Decimal(d) if d.precision == 0 || d.precision > MAX_DECIMAL_PRECISION || d.scale > d.precision => {
+                    return Err(format!("field {}: decimal({}, {}) does not fit Arrow's Decimal128 (precision 1..=38, scale <= precision)", f.name, d.precision, d.scale));
+                }
                 S::Decimal(d) => ColumnType::Decimal { precision: d.precision as u32, scale: d.scale as u32 },
                 S::Map(_) | S::Array(_) | S::Record(_) => ColumnType::String,
-                _ => return None,
+                other => return Err(format!("field {}: Avro type {other:?} has no column type", f.name)),
             };
-            Some(Column { name: f.name.clone(), ty, nullable })
+            Ok(Column { name: f.name.clone(), ty, nullable })
         })
         .collect()
 }
@@ -197,4 +226,40 @@ pub fn batch_of_records<'a>(columns: &[Column], rows: impl IntoIterator<Item = &
     }
     let schema = deltalake::arrow::datatypes::Schema::new(columns.iter().map(|c| Field::new(&c.name, arrow_type(&c.ty), true)).collect::<Vec<_>>());
     Ok(deltalake::arrow::record_batch::RecordBatch::try_new(Arc::new(schema), builders.iter_mut().map(ColumnBuilder::finish).collect())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_with(field_type: &str) -> apache_avro::Schema {
+        apache_avro::Schema::parse_str(&format!(r#"{{"type": "record", "name": "R", "fields": [{{"name": "amount", "type": {field_type}}}]}}"#)).unwrap()
+    }
+
+    #[test]
+    fn decimal_wider_than_38_digits_is_refused_with_a_reason() {
+        let why = columns_of_record(&record_with(r#"{"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2}"#)).unwrap_err();
+        assert!(why.contains("amount") && why.contains("decimal(40, 2)"), "{why}");
+        let ok = columns_of_record(&record_with(r#"{"type": "bytes", "logicalType": "decimal", "precision": 38, "scale": 2}"#)).unwrap();
+        assert_eq!(ok[0].ty, ColumnType::Decimal { precision: 38, scale: 2 });
+    }
+
+    #[test]
+    fn decimal_values_that_do_not_fit_are_refused_never_truncated() {
+        let mut b = ColumnBuilder::new(&ColumnType::Decimal { precision: 4, scale: 2 });
+        // 17 significant bytes: more than an i128; the old decoder kept the low 16 bytes.
+        let mut huge = vec![0x01];
+        huge.extend([0u8; 16]);
+        assert!(!b.accepts(&Value::Bytes(huge.clone())) && !b.append(&Value::Bytes(huge)));
+        // 12345 (123.45) has 5 digits: more than decimal(4, 2) holds.
+        assert!(!b.accepts(&Value::Bytes(crate::avro::column::unscaled_bytes(12345))));
+        // Sign extension beyond 16 bytes is still the same small value.
+        let mut minus_one = vec![0xff; 17];
+        minus_one[16] = 0xff;
+        assert!(b.append(&Value::Bytes(minus_one)));
+        assert!(b.append(&Value::Bytes(crate::avro::column::unscaled_bytes(-9999))));
+        let a = b.finish();
+        let d = a.as_any().downcast_ref::<deltalake::arrow::array::Decimal128Array>().unwrap();
+        assert_eq!((d.value(0), d.value(1), d.precision(), d.scale()), (-1, -9999, 4, 2));
+    }
 }

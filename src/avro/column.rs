@@ -170,16 +170,24 @@ pub fn unscaled_bytes(v: i128) -> Vec<u8> {
     bytes[start..].to_vec()
 }
 
-/// Inverse of [`unscaled_bytes`].
-pub fn unscaled_from_bytes(b: &[u8]) -> i128 {
+/// Inverse of [`unscaled_bytes`]; None when the value does not fit an i128 (more than 16
+/// bytes that are not just sign extension).
+pub fn unscaled_from_bytes(b: &[u8]) -> Option<i128> {
     if b.is_empty() {
-        return 0;
+        return Some(0);
     }
     let fill = if b[0] & 0x80 != 0 { 0xff } else { 0x00 };
+    if b.len() > 16 {
+        let (extra, rest) = b.split_at(b.len() - 16);
+        // Leading bytes may only repeat the sign, and the remaining 16 must keep it.
+        if extra.iter().any(|x| *x != fill) || (rest[0] & 0x80 != 0) != (fill == 0xff) {
+            return None;
+        }
+        return Some(i128::from_be_bytes(rest.try_into().ok()?));
+    }
     let mut buf = [fill; 16];
-    let n = b.len().min(16);
-    buf[16 - n..].copy_from_slice(&b[b.len() - n..]);
-    i128::from_be_bytes(buf)
+    buf[16 - b.len()..].copy_from_slice(b);
+    Some(i128::from_be_bytes(buf))
 }
 
 #[cfg(test)]
@@ -191,7 +199,7 @@ mod tests {
         for (text, want) in [("29.99", 2999i128), ("-0.5", -50), ("100", 10000), ("0.00", 0), ("-128.00", -12800)] {
             let v = parse_decimal(text, 2).unwrap();
             assert_eq!(v, want, "{text}");
-            assert_eq!(unscaled_from_bytes(&unscaled_bytes(v)), v);
+            assert_eq!(unscaled_from_bytes(&unscaled_bytes(v)), Some(v));
         }
         assert_eq!(parse_decimal("1.234", 2), None, "rounding must be refused");
         assert_eq!(parse_decimal("abc", 2), None);

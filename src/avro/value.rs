@@ -42,7 +42,7 @@ pub fn double(v: Option<&Value>) -> Option<f64> {
 /// The unscaled integer of a decimal (the scale is the column's, from its schema).
 pub fn unscaled(v: Option<&Value>) -> Option<i128> {
     match v {
-        Some(Value::Decimal(d)) => Vec::<u8>::try_from(d).ok().map(|b| super::column::unscaled_from_bytes(&b)),
+        Some(Value::Decimal(d)) => Vec::<u8>::try_from(d).ok().and_then(|b| super::column::unscaled_from_bytes(&b)),
         _ => None,
     }
 }

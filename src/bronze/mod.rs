@@ -133,19 +133,19 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                             // Key columns come from the record key's schema (the primary key).
                             let pk = match m.key().map(serialization::split) {
                                 Some(Ok((key_id, _))) => match registry.schema_by_id(key_id).await {
-                                    Ok(key_schema) => crate::avro::arrow::columns_of_record(&key_schema).map(|c| c.into_iter().map(|c| c.name).collect()),
+                                    Ok(key_schema) => crate::avro::arrow::columns_of_record(&key_schema).map(|c| c.into_iter().map(|c| c.name).collect::<Vec<_>>()).map_err(|why| format!("key schema {key_id}: {why}")),
                                     Err(e) if e.is_outage() => return Err(e.into()),
-                                    Err(_) => None,
+                                    Err(e) => Err(format!("key schema {key_id}: {e}")),
                                 },
-                                _ => None,
+                                _ => Err("no Avro record key".to_string()),
                             };
-                            match (envelope_columns(&schema), pk) {
-                                (Some(cols), Some(pk)) => {
+                            match envelope_columns(&schema).map_err(|why| format!("schema {id}: {why}")).and_then(|cols| Ok((cols, pk?))) {
+                                Ok((cols, pk)) => {
                                     let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, pk, cfg.checkpoint_interval).await?;
                                     writers.insert(topic.clone(), w);
                                 }
-                                _ => {
-                                    dead_letter(&dlq, &m, format!("schema {id} is not a CDC envelope with an Avro record key")).await?;
+                                Err(reason) => {
+                                    dead_letter(&dlq, &m, reason).await?;
                                     continue;
                                 }
                             }

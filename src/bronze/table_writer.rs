@@ -24,12 +24,13 @@ pub const META_COLUMNS: &[&str] = &[
     "_op", "_ts_ms", "_source_lsn", "_source_change_lsn", "_source_tx_id", "_source_ts_ms", "_source_snapshot", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
 ];
 
-/// The row columns of a funnel CDC envelope schema (the `after` record).
-pub fn envelope_columns(envelope: &Schema) -> Option<Vec<Column>> {
-    let Schema::Record(rec) = envelope else { return None };
-    let after = rec.fields.iter().find(|f| f.name == "before")?;
-    let Schema::Union(u) = &after.schema else { return None };
-    let row = u.variants().iter().find(|s| matches!(s, Schema::Record(_)))?;
+/// The row columns of a funnel CDC envelope schema (the `after` record); Err says why not.
+pub fn envelope_columns(envelope: &Schema) -> Result<Vec<Column>, String> {
+    let not_envelope = || "not a CDC envelope (a record with a nullable record `before`)".to_string();
+    let Schema::Record(rec) = envelope else { return Err(not_envelope()) };
+    let after = rec.fields.iter().find(|f| f.name == "before").ok_or_else(not_envelope)?;
+    let Schema::Union(u) = &after.schema else { return Err(not_envelope()) };
+    let row = u.variants().iter().find(|s| matches!(s, Schema::Record(_))).ok_or_else(not_envelope)?;
     columns_of_record(row)
 }
 

@@ -148,7 +148,7 @@ impl C360Engine {
         let (customer_key, consolidated) = Registered::topic(registry, &topics.consolidated, d::PROFILE_KEY, s::CONSOLIDATED_VALUE).await?;
         let (order_key, enriched) = Registered::topic(registry, &topics.enriched, d::ORDER_KEY, s::ENRICHED_VALUE).await?;
         let (_, segment) = Registered::topic(registry, &topics.segment, d::PROFILE_KEY, s::SEGMENT_VALUE).await?;
-        let consolidated_columns = columns_of_record(&consolidated.schema).context("the consolidated schema is not a flat record")?;
+        let consolidated_columns = columns_of_record(&consolidated.schema).map_err(anyhow::Error::msg).context("the consolidated schema is not a flat record")?;
         let keep_nulls = match sql.profile.option("NULLS").map(str::to_ascii_lowercase).as_deref() {
             None | Some("keep") => true,
             Some("ignore") => false,

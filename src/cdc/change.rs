@@ -107,8 +107,9 @@ impl ChangeDecoder {
             Some(c) => c.clone(),
             None => {
                 let schema = self.registry.schema_by_id(id).await?;
-                let Some(cols) = crate::bronze::table_writer::envelope_columns(&schema) else {
-                    return Ok(Err(format!("schema {id} is not a CDC envelope")));
+                let cols = match crate::bronze::table_writer::envelope_columns(&schema) {
+                    Ok(cols) => cols,
+                    Err(why) => return Ok(Err(format!("schema {id}: {why}"))),
                 };
                 let cols = Arc::new(cols);
                 self.columns.insert(id, cols.clone());

@@ -94,7 +94,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         }
         if let RowShape::Keyed { value_schema, .. } = &t.shape {
             let schema = apache_avro::Schema::parse_str(value_schema).context("sink value schema")?;
-            let columns = columns_of_record(&schema).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
+            let columns = columns_of_record(&schema).map_err(anyhow::Error::msg).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
             writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
         }
         tracing::info!(processor = p, topic = t.topic, table = %t.path.display(), ?committed, "resuming merged table");
@@ -203,9 +203,14 @@ async fn apply(
             if !writers.contains_key(&table.topic) {
                 let key = if table.key.is_empty() {
                     let Some(Ok((key_id, _))) = m.key().map(serialization::split) else { return Ok(Err("CDC record without an Avro key".into())) };
-                    match columns_of_record(&*registry.schema_by_id(key_id).await?) {
-                        Some(cols) => cols.into_iter().map(|c| c.name).collect(),
-                        None => return Ok(Err(format!("key schema {key_id} is not a record"))),
+                    let key_schema = match registry.schema_by_id(key_id).await {
+                        Ok(s) => s,
+                        Err(e) if e.is_outage() => return Err(e.into()),
+                        Err(e) => return Ok(Err(format!("key schema {key_id}: {e}"))),
+                    };
+                    match columns_of_record(&key_schema) {
+                        Ok(cols) => cols.into_iter().map(|c| c.name).collect(),
+                        Err(why) => return Ok(Err(format!("key schema {key_id}: {why}"))),
                     }
                 } else {
                     table.key.clone()
