@@ -319,3 +319,33 @@ async fn committed_cdc_schemas_match_the_source_catalog() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bronze_lands_a_table_whose_topic_appears_while_it_runs() {
+    let mut case = Case::new("newtopic").await;
+    seed_synthetic(&case, 1);
+    let mut cdc = case.cdc_args();
+    cdc.extend(["--cdc-tables".into(), "ecommerce.sellers".into()]);
+    case.spawn(&cdc, "cdc");
+    let mut bronze = case.bronze_args();
+    bronze.extend(["--bronze-discover-secs".into(), "1".into()]);
+    case.spawn(&bronze, "bronze");
+    let landed = |case: &Case, t: &str| funnel::bronze::table_path(case.lake.path(), &format!("{}.{t}", case.prefix)).join("_delta_log").is_dir();
+    wait_for(Duration::from_secs(120), "bronze sellers", || async { landed(&case, "ecommerce.sellers") }).await;
+    for r in case.wait_checks_equal("bronze", &["ecommerce.sellers"], &[], Duration::from_secs(120), "bronze").await {
+        assert_complete(&r);
+    }
+    // A second connector starts publishing another table under the same prefix: a topic bronze
+    // did not have when it started.
+    let name = format!("{}b", case.name);
+    let second: Vec<String> = ["run", "cdc", "--http-port", "0", "--cdc-name", &name, "--cdc-topic-prefix", &case.prefix.clone(), "--cdc-publication", &name, "--cdc-tables", "marketing.closed_deals"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    case.spawn(&second, "cdc2");
+    wait_for(Duration::from_secs(120), "bronze to land the new topic's table", || async { landed(&case, "marketing.closed_deals") }).await;
+    for r in case.wait_checks_equal("bronze", &["marketing.closed_deals", "ecommerce.sellers"], &[], Duration::from_secs(120), "bronze").await {
+        assert_complete(&r);
+    }
+    assert!(case.log("bronze").contains("new topics assigned to bronze"), "{}", case.log("bronze"));
+}

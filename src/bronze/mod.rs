@@ -41,6 +41,10 @@ pub struct BronzeConfig {
     /// Delta checkpoint every N commits.
     #[arg(long = "checkpoint-interval", default_value_t = 20)]
     pub checkpoint_interval: u32,
+    /// Look for new topics matching --bronze-topics every this many seconds (tables added to
+    /// CDC while bronze runs).
+    #[arg(long = "bronze-discover-secs", default_value_t = 5)]
+    pub discover_secs: u64,
     /// Stop once every partition reached the end it had when the writer started (one-shot
     /// loads, benchmarks, tests).
     #[arg(long = "until-caught-up", default_value_t = false)]
@@ -75,20 +79,10 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     // Tables open lazily (their schema comes from the first record's writer schema), but the
     // resume offsets of existing tables are read now, before anything is consumed.
     let mut writers: HashMap<String, TableWriter> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for topic in &topics {
-        let n = admin::partition_count(brokers, topic)?;
-        let committed = offsets::committed(&table_url(lake, topic)?, PROCESSOR, topic, n).await?;
-        for (p, off) in committed.iter().enumerate() {
-            let start = match off {
-                Some(o) => Offset::Offset(o + 1),
-                None => Offset::Beginning,
-            };
-            tpl.add_partition_offset(topic, p as i32, start)?;
-        }
-        tracing::info!(topic, ?committed, "resuming bronze table");
-    }
+    let tpl = resume_positions(brokers, lake, &topics).await?;
     consumer.assign(&tpl).context("assigning partitions")?;
+    let mut assigned: std::collections::HashSet<String> = topics.iter().cloned().collect();
+    let mut last_discovery = Instant::now();
     // --until-caught-up: the end of every partition that has something left to read.
     let ends = if cfg.until_caught_up { Some(crate::kafka::remaining_ends(&consumer, &tpl)?) } else { None };
     let progress: lag::Progress = Default::default();
@@ -169,6 +163,19 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                 }
             }
         }
+        // A CDC table added while bronze runs gets its topic: assign it (from its table's offsets,
+        // if an earlier run landed some) without a restart. Bounded runs keep their start set.
+        if ends.is_none() && last_discovery.elapsed() >= Duration::from_secs(cfg.discover_secs) {
+            last_discovery = Instant::now();
+            let new: Vec<String> = admin::list_topics(brokers)?.into_iter().filter(|t| re.is_match(t) && !assigned.contains(t)).collect();
+            if !new.is_empty() {
+                let tpl = resume_positions(brokers, lake, &new).await?;
+                consumer.incremental_assign(&tpl).context("assigning new topics")?;
+                tracing::info!(topics = ?new, "new topics assigned to bronze");
+                assigned.extend(new);
+                health::report(PROCESSOR, "running", format!("{} topics", assigned.len()));
+            }
+        }
         // position() walks every assigned partition: ask at most every 100 ms, not per record.
         let at_end = match &ends {
             Some(e) if last_end_check.elapsed() >= Duration::from_millis(100) => {
@@ -195,6 +202,25 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
     total += flush_all(&mut writers, target, &progress).await?;
     tracing::info!(rows = total, "bronze stopped cleanly");
     Ok(total)
+}
+
+/// Where to start reading each partition of `topics`: after the offsets committed in their
+/// bronze tables, or from the beginning.
+async fn resume_positions(brokers: &str, lake: &Path, topics: &[String]) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let n = admin::partition_count(brokers, topic)?;
+        let committed = offsets::committed(&table_url(lake, topic)?, PROCESSOR, topic, n).await?;
+        for (p, off) in committed.iter().enumerate() {
+            let start = match off {
+                Some(o) => Offset::Offset(o + 1),
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(topic, p as i32, start)?;
+        }
+        tracing::info!(topic, ?committed, "resuming bronze table");
+    }
+    Ok(tpl)
 }
 
 /// Commit every table with pending offsets, the tables concurrently (each is its own Delta log).
