@@ -66,6 +66,7 @@ pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadT
         merge_sink::wait_for_topic(brokers, t).await?;
     }
     ensure_dead_letters(brokers, &topics, seller_metrics::PROCESSOR).await?;
+    processor::fence(brokers, &topics.names.group(seller_metrics::PROCESSOR), delivery).await?;
     let transform = seller_metrics::SellerMetricsTransform::open(brokers, &registry, topics.clone()).await?;
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
     let lc = loop_config(seller_metrics::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
@@ -80,6 +81,7 @@ pub async fn run_leads(brokers: &str, registry_url: &str, lake: &Path, topics: L
     }
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
     ensure_dead_letters(brokers, &topics, join::PROCESSOR).await?;
+    processor::fence(brokers, &topics.names.group(join::PROCESSOR), delivery).await?;
     let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
     let lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
     let gold = gold_config(brokers, registry_url, lake, &topics, cfg, stop_when_idle);

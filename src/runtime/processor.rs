@@ -183,6 +183,20 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
     Ok(())
 }
 
+/// Fence the previous instance of a processor before it restores its state: a producer with
+/// the processor's transactional id (its group id) initialises transactions, which aborts a
+/// transaction the killed instance left open. Without it, a read_committed restore of the
+/// changelogs waits behind that open transaction until the broker times it out.
+pub async fn fence(brokers: &str, group_id: &str, delivery: Delivery) -> Result<()> {
+    if delivery != Delivery::ExactlyOnce {
+        return Ok(());
+    }
+    let producer: FutureProducer = producer_config(brokers, Some(group_id)).create()?;
+    tokio::task::spawn_blocking(move || producer.init_transactions(Duration::from_secs(60)))
+        .await?
+        .with_context(|| format!("fencing the previous instance of {group_id} (init_transactions)"))
+}
+
 /// Whether the consumer has partitions and its position reached the end of each.
 fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
     let assigned = consumer.assignment().context("assignment")?;
