@@ -4,6 +4,7 @@
 pub mod arrow;
 pub mod from_arrow;
 pub mod column;
+pub mod key;
 pub mod registered;
 pub mod serialization;
 pub mod value;

@@ -152,7 +152,7 @@ impl TableWriter {
         }
         let key: Vec<&Value> = self.pk.iter().map(|k| field(image, k).unwrap_or(&Value::Null)).collect();
         let pos = (long(field(source, "lsn")).unwrap_or(0), long(field(source, "change_lsn")).unwrap_or(0));
-        if !self.seen.admit(super::dedup::key_text(&key), pos) {
+        if !self.seen.admit(crate::avro::key::key_text(&key), pos) {
             self.note_offset(partition, offset);
             return Ok(false);
         }

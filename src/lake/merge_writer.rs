@@ -4,7 +4,9 @@
 //!
 //! Positioned tables (silver, from CDC) also keep each row's source position and apply a
 //! change only when it is newer than the row's: a re-sent or late event never overwrites a
-//! newer one, and re-snapshotting the source (`/load`) is idempotent.
+//! newer one, and re-snapshotting the source (`/load`) is idempotent. Their deletes are
+//! remembered by position too (`tombstones`), so an older change that arrives after a delete
+//! never brings the row back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 
 use super::offsets;
+use super::tombstones::Tombstones;
+use crate::avro::key::key_text;
 use crate::avro::arrow::{arrow_field, ColumnBuilder};
 use crate::avro::value::field;
 use crate::avro::{Column, ColumnType};
@@ -48,10 +52,8 @@ pub struct MergeWriter {
     rows: BTreeMap<String, Pending>,
     /// Highest offset consumed per partition since the last commit.
     pub offsets: BTreeMap<i32, i64>,
-}
-
-fn key_text(values: &[&Value]) -> String {
-    values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join("\u{1f}")
+    /// Positioned tables: the deletes, by position.
+    tombstones: Option<Tombstones>,
 }
 
 impl MergeWriter {
@@ -67,7 +69,13 @@ impl MergeWriter {
         let schema = Arc::new(ArrowSchema::new(columns.iter().map(|c| arrow_field(c).with_nullable(true)).collect::<Vec<Field>>()));
         let table = super::table::open_or_create(url, &schema, topic, comment, checkpoint_interval).await?;
         let check = columns.iter().map(|c| ColumnBuilder::new(&c.ty)).collect();
-        Ok(Self { topic: topic.to_string(), table, columns, key, positioned, schema, check, rows: BTreeMap::new(), offsets: BTreeMap::new() })
+        let tombstones = if positioned {
+            let key_columns = key.iter().filter_map(|k| columns.iter().find(|c| &c.name == k).cloned()).collect();
+            Some(Tombstones::open(url, topic, key_columns, checkpoint_interval).await?)
+        } else {
+            None
+        };
+        Ok(Self { topic: topic.to_string(), table, columns, key, positioned, schema, check, rows: BTreeMap::new(), offsets: BTreeMap::new(), tombstones })
     }
 
     pub fn buffered(&self) -> usize {
@@ -94,11 +102,14 @@ impl MergeWriter {
             return Err(format!("row without its key ({})", self.key.join(", ")));
         }
         let k = key_text(&key_values);
-        if let (Some(p), Some(prev)) = (pos, self.rows.get(&k).and_then(|r| r.pos)) {
-            if prev >= p {
-                self.note_offset(partition, offset);
-                return Ok(());
-            }
+        let stale_in_batch = matches!((pos, self.rows.get(&k).and_then(|r| r.pos)), (Some(p), Some(prev)) if prev >= p);
+        let deleted_since = matches!((pos, &self.tombstones), (Some(p), Some(t)) if t.covers(&k, p));
+        if stale_in_batch || deleted_since {
+            self.note_offset(partition, offset);
+            return Ok(());
+        }
+        if let (true, Some(p), Some(t)) = (delete, pos, self.tombstones.as_mut()) {
+            t.record(&key_values, p);
         }
         if let Some(p) = pos {
             values.push(Value::Long(p.0));
@@ -117,6 +128,10 @@ impl MergeWriter {
         }
         let offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(p, o)| (*p, *o)).collect();
         let props = CommitProperties::default().with_application_transactions(offsets::transactions(processor, &self.topic, &offsets));
+        // Deletes are remembered before they are applied: a crash in between re-applies them.
+        if let Some(t) = self.tombstones.as_mut() {
+            t.flush().await.with_context(|| format!("tombstones of {}", self.topic))?;
+        }
         let merged = self.rows.len();
         let before = self.table.version();
         if merged > 0 {
@@ -167,5 +182,57 @@ impl MergeWriter {
         let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(DELETE, DataType::Boolean, false));
         RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), arrays).context("assembling merge batch")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ids(w: &MergeWriter) -> Vec<String> {
+        let ctx = SessionContext::new();
+        let t = DeltaTable::try_from_url(w.table.table_url().clone()).await.unwrap();
+        ctx.register_table("t", t.table_provider().await.unwrap()).unwrap();
+        let batches = ctx.sql("SELECT id FROM t ORDER BY id").await.unwrap().collect().await.unwrap();
+        crate::lake::query::to_json(&batches).unwrap().into_iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    fn row(id: &str) -> Vec<(String, Value)> {
+        vec![("id".into(), Value::String(id.into())), ("v".into(), Value::Union(1, Box::new(Value::Long(1))))]
+    }
+
+    /// A re-sent insert older than the delete that removed its row — in a later batch, or after a
+    /// restart of the writer — does not bring the row back; a newer insert does.
+    #[tokio::test]
+    async fn a_stale_insert_after_a_delete_does_not_resurrect_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::lake::table::url_of(&dir.path().join("silver/t")).unwrap();
+        let columns = || vec![Column { name: "id".into(), ty: ColumnType::String, nullable: false }, Column { name: "v".into(), ty: ColumnType::Long, nullable: true }];
+        let open = || MergeWriter::open("t", &url, "test", columns(), vec!["id".into()], true, 10);
+        let mut w = open().await.unwrap();
+        w.change(&row("a"), false, Some((10, 10)), 0, 0).unwrap();
+        w.change(&row("b"), false, Some((10, 11)), 0, 1).unwrap();
+        w.flush("test").await.unwrap();
+        w.change(&row("a"), true, Some((30, 30)), 0, 2).unwrap();
+        w.flush("test").await.unwrap();
+        assert_eq!(ids(&w).await, ["b"]);
+        // CDC re-sends the insert (its original position) after the delete was applied.
+        w.change(&row("a"), false, Some((10, 10)), 0, 3).unwrap();
+        w.flush("test").await.unwrap();
+        assert_eq!(ids(&w).await, ["b"], "a stale insert brought a deleted row back");
+        // The same after a restart: the tombstone is read back from its table.
+        let mut w = open().await.unwrap();
+        w.change(&row("a"), false, Some((20, 1)), 0, 4).unwrap();
+        w.flush("test").await.unwrap();
+        assert_eq!(ids(&w).await, ["b"], "a stale insert after a restart brought a deleted row back");
+        // A change newer than the delete is a new life of the key.
+        w.change(&row("a"), false, Some((40, 1)), 0, 5).unwrap();
+        w.flush("test").await.unwrap();
+        assert_eq!(ids(&w).await, ["a", "b"]);
+        // The tombstones are hidden from the SQL catalog.
+        let catalog = crate::lake::query::catalog(dir.path()).await.unwrap();
+        assert!(catalog.ctx.table_exist("silver_t").unwrap() && catalog.ctx.catalog_names().len() == 1);
+        let tables = crate::lake::query::rows(&catalog.ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").await.unwrap();
+        assert_eq!(tables.len(), 1, "{tables:?}");
     }
 }

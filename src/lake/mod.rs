@@ -8,3 +8,4 @@ pub mod merge_writer;
 pub mod offsets;
 pub mod query;
 pub mod table;
+pub mod tombstones;

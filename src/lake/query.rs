@@ -35,7 +35,8 @@ pub async fn catalog(lake: &Path) -> Result<Catalog> {
         let Ok(dir) = std::fs::read_dir(lake.join(layer)) else { continue };
         for entry in dir.flatten() {
             let path = entry.path();
-            if !path.join("_delta_log").is_dir() {
+            // Hidden tables (a merge writer's `.…tombstones`) are funnel's bookkeeping, not data.
+            if !path.join("_delta_log").is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             let name = format!("{layer}_{}", entry.file_name().to_string_lossy().replace(['.', '-'], "_"));
