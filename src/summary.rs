@@ -39,7 +39,8 @@ pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
     let mut topics: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?.into_iter().filter(|t| t.starts_with(&format!("{prefix}."))).collect();
     topics.sort();
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["source table", "source rows", "topic", "change events", "tombstones", "bronze rows"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["source table", "source rows", "topic", "change events", "tombstones", "bronze rows", "of which re-read by loads"]);
+    let ctx = crate::lake::query::context(&lake).await?;
     for t in topics {
         let source = t.trim_start_matches(&format!("{prefix}.")).to_string();
         let rows = match &pg {
@@ -48,7 +49,10 @@ pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
         };
         let (records, tombstones) = count_records(&ep.brokers, &t)?;
         let bronze = delta_rows(&crate::bronze::table_path(&lake, &t)).await?.map(|n| n.to_string()).unwrap_or("-".into());
-        table.add_row(vec![source, rows, t.clone(), records.to_string(), tombstones.to_string(), bronze]);
+        // Rows of the loader's re-snapshots (POST /load), marked with their load id.
+        let sql = format!("SELECT count(*) AS n FROM bronze_{} WHERE _source_load_id IS NOT NULL", t.replace(['.', '-'], "_"));
+        let reread = crate::lake::query::rows(&ctx, &sql).await.ok().and_then(|r| r.first().and_then(|r| r.get("n").and_then(serde_json::Value::as_i64))).map(|n| n.to_string()).unwrap_or("-".into());
+        table.add_row(vec![source, rows, t.clone(), records.to_string(), tombstones.to_string(), bronze, reread]);
     }
     println!("{table}");
     Ok(())

@@ -129,6 +129,13 @@ async fn loader_stages_reports_loads_and_fails_cleanly_without_its_source() {
     assert_eq!(mql["records_loaded"], live_mqls, "the re-snapshot merged every row again: {event}");
     assert_eq!(mql["integrity"]["staged_rows"], live_mqls, "{event}");
     assert_eq!(mql["integrity"]["passed"], true, "{event}");
+    // The re-read is marked with the load's id: the topic still has one r event per row of the
+    // first snapshot (8000 MQLs), the re-read's events are counted apart, one per live row.
+    let topic = case.check("topics", &["marketing.marketing_qualified_leads"]).remove(0);
+    assert_eq!(topic["ops"]["r"], 8000, "the connector's own snapshot, counted once: {topic}");
+    assert_eq!(topic["reread_events"], live_mqls, "{topic}");
+    assert_eq!(topic["loads"][event["load_id"].as_str().unwrap()], live_mqls, "re-reads carry the load id: {topic}");
+    assert_equal_to_source(&topic);
     let after_load = wait_silver_equal(&case, Duration::from_secs(30)).await;
     assert_eq!((after_load[0]["actual_rows"].as_i64(), after_load[1]["actual_rows"].as_i64()), (Some(live_mqls), Some(live_deals)), "a reload must not duplicate rows");
     let accepted = http.post(format!("{base}/load-async")).send().await.unwrap();

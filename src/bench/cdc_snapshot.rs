@@ -38,6 +38,7 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, table: &str) -
         publication: format!("bench{stamp}"),
         tables: vec![table.to_string()],
         snapshot_only: true,
+        load_id: None,
         partitions: 3,
         snapshot_chunk: 10_000,
         max_changes: 20_000,

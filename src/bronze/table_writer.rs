@@ -21,7 +21,7 @@ use crate::avro::Column;
 
 /// Metadata columns after the row's own columns.
 pub const META_COLUMNS: &[&str] = &[
-    "_op", "_ts_ms", "_source_lsn", "_source_change_lsn", "_source_tx_id", "_source_ts_ms", "_source_snapshot", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
+    "_op", "_ts_ms", "_source_lsn", "_source_change_lsn", "_source_tx_id", "_source_ts_ms", "_source_snapshot", "_source_load_id", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
 ];
 
 /// The row columns of a funnel CDC envelope schema (the `after` record); Err says why not.
@@ -45,6 +45,8 @@ fn arrow_schema(columns: &[Column]) -> Arc<ArrowSchema> {
         Field::new("_source_tx_id", DataType::Int64, true),
         Field::new("_source_ts_ms", DataType::Int64, false),
         Field::new("_source_snapshot", DataType::Boolean, false),
+        // The load id of a re-read (POST /load); null for the snapshot and for changes.
+        Field::new("_source_load_id", DataType::Utf8, true),
         Field::new("_kafka_partition", DataType::Int32, false),
         Field::new("_kafka_offset", DataType::Int64, false),
         Field::new("_kafka_timestamp", ts, true),
@@ -60,6 +62,7 @@ struct Meta {
     tx_id: Int64Builder,
     source_ts: Int64Builder,
     snapshot: BooleanBuilder,
+    load_id: StringBuilder,
     partition: Int32Builder,
     offset: Int64Builder,
     kafka_ts: TimestampMicrosecondBuilder,
@@ -75,6 +78,7 @@ impl Meta {
             tx_id: Int64Builder::new(),
             source_ts: Int64Builder::new(),
             snapshot: BooleanBuilder::new(),
+            load_id: StringBuilder::new(),
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
             kafka_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
@@ -89,6 +93,7 @@ impl Meta {
             Arc::new(self.tx_id.finish()),
             Arc::new(self.source_ts.finish()),
             Arc::new(self.snapshot.finish()),
+            Arc::new(self.load_id.finish()),
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
             Arc::new(self.kafka_ts.finish().with_timezone("UTC")),
@@ -170,6 +175,7 @@ impl TableWriter {
         m.tx_id.append_option(long(field(source, "txId")));
         m.source_ts.append_value(long(field(source, "ts_ms")).unwrap_or(0));
         m.snapshot.append_value(matches!(field(source, "snapshot"), Some(Value::Boolean(true))));
+        m.load_id.append_option(crate::avro::value::text(field(source, "load_id")));
         m.partition.append_value(partition);
         m.offset.append_value(offset);
         m.kafka_ts.append_option(kafka_ts_ms.map(|t| t * 1000));

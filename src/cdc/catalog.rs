@@ -96,6 +96,7 @@ pub fn source_schema() -> Json {
             {"name": "txId", "type": ["null", "long"], "default": null},
             {"name": "ts_ms", "type": "long", "doc": "Commit time (snapshot: snapshot start)"},
             {"name": "snapshot", "type": "boolean"},
+            {"name": "load_id", "type": ["null", "string"], "default": null, "doc": "Set on the reads of an ad-hoc re-snapshot (the data loader's POST /load): its load id. Null for the connector's own snapshot and for changes, so consumers can count a table's rows once"},
         ]
     })
 }

@@ -20,6 +20,8 @@ pub struct SourceInfo<'a> {
     pub tx_id: Option<u32>,
     pub ts_ms: i64,
     pub snapshot: bool,
+    /// The load id of an ad-hoc re-snapshot (see `CdcConfig::load_id`).
+    pub load_id: Option<&'a str>,
 }
 
 /// A table with its registered key and envelope schemas.
@@ -101,6 +103,10 @@ impl TableCodec {
             }),
             ("ts_ms".into(), Value::Long(src.ts_ms)),
             ("snapshot".into(), Value::Boolean(src.snapshot)),
+            ("load_id".into(), match src.load_id {
+                Some(id) => Value::Union(1, Box::new(Value::String(id.to_string()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            }),
         ]);
         let envelope = Value::Record(vec![
             ("before".into(), opt(before).with_context(|| format!("{}: before image", self.meta.qualified()))?),

@@ -52,6 +52,10 @@ pub struct CdcConfig {
     /// Stop once the snapshot is complete (one-shot loads, benchmarks).
     #[arg(long = "snapshot-only", default_value_t = false)]
     pub snapshot_only: bool,
+    /// Marks every read of this snapshot as a re-read (`source.load_id`): set by the data
+    /// loader for its ad-hoc re-snapshots, so the table's rows are not counted twice.
+    #[arg(skip)]
+    pub load_id: Option<String>,
     /// Partitions of topics CDC creates when they do not exist yet.
     #[arg(long = "cdc-partitions", default_value_t = 3)]
     pub partitions: i32,

@@ -66,7 +66,7 @@ pub async fn run(conn: &Connector, snap: &Client, codecs: &HashMap<String, Table
                 anyhow::bail!("shutdown during snapshot (resumes at {table} after {cursor:?})");
             }
             let t0 = Instant::now();
-            let src = SourceInfo { db: &conn.db, lsn: state.consistent_lsn, change_lsn: 0, tx_id: None, ts_ms: started_ms, snapshot: true };
+            let src = SourceInfo { db: &conn.db, lsn: state.consistent_lsn, change_lsn: 0, tx_id: None, ts_ms: started_ms, snapshot: true, load_id: conn.cfg.load_id.as_deref() };
             let mut out = Vec::with_capacity(rows.len() + 1);
             for row in &rows {
                 codec.event("r", row, None, Some(row), &src, &mut out)?;

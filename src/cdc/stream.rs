@@ -146,7 +146,7 @@ fn change(
     }
     // Under REPLICA IDENTITY DEFAULT the old row holds only key columns: no before-image then.
     let before = old_row.as_ref().filter(|r| codec.is_complete(r));
-    let src = SourceInfo { db: &conn.db, lsn: txn.commit_lsn, change_lsn, tx_id: Some(txn.xid), ts_ms: *ts_ms, snapshot: false };
+    let src = SourceInfo { db: &conn.db, lsn: txn.commit_lsn, change_lsn, tx_id: Some(txn.xid), ts_ms: *ts_ms, snapshot: false, load_id: None };
     codec.event(op, key_row, before, new_row.as_ref(), &src, &mut txn.out)
 }
 

@@ -341,6 +341,8 @@ impl Loader {
             cfg.name = name.clone();
             cfg.tables = vec![t.source.to_string()];
             cfg.snapshot_only = true;
+            // Its reads go to the same topics as the connector's, marked as this load's.
+            cfg.load_id = Some(id.to_string());
             let ep = &self.ep;
             let snapshot = self
                 .backoff

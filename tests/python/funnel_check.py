@@ -98,6 +98,9 @@ def check_topic(args, qualified):
     state, ops, positions = {}, {}, set()
     last_pos = {}
     records = tombstones = decode_errors = duplicates = out_of_order = 0
+    # Reads of an ad-hoc re-snapshot (the loader's POST /load) carry source.load_id: counted
+    # apart, so `ops` keeps one r event per source row.
+    reread = {}
     for _, _, _, env in read_topic(args, topic):
         records += 1
         if env is None:
@@ -107,7 +110,11 @@ def check_topic(args, qualified):
             decode_errors += 1
             continue
         op = env["op"]
-        ops[op] = ops.get(op, 0) + 1
+        load_id = env["source"].get("load_id")
+        if load_id is None:
+            ops[op] = ops.get(op, 0) + 1
+        else:
+            reread[load_id] = reread.get(load_id, 0) + 1
         image = env["after"] if env["after"] is not None else env["before"]
         key = tuple(norm(image[k]) for k in pk)
         pos = (env["source"]["lsn"], env["source"]["change_lsn"], key)
@@ -124,6 +131,7 @@ def check_topic(args, qualified):
         else:
             state[key] = {c: norm(image[c]) for c in cols}
     out = {"table": qualified, "topic": topic, "records": records, "tombstones": tombstones, "ops": ops,
+           "reread_events": sum(reread.values()), "loads": reread,
            "decode_errors": decode_errors, "duplicate_events": duplicates, "out_of_order": out_of_order}
     out.update(compare(expected, state, cols))
     return out
@@ -154,7 +162,8 @@ def check_bronze(args, qualified):
         if key not in latest or pos[:2] > latest[key][0]:
             latest[key] = (pos[:2], r)
     state = {k: {c: norm(r[c]) for c in cols} for k, (_, r) in latest.items() if r["_op"] != "d"}
-    out = {"table": qualified, "path": path, "bronze_rows": len(rows), "duplicate_offsets": dup_offsets,
+    reread = sum(1 for r in rows if r.get("_source_load_id") is not None)
+    out = {"table": qualified, "path": path, "bronze_rows": len(rows), "reread_rows": reread, "duplicate_offsets": dup_offsets,
            "duplicate_events": dup_positions}
     out.update(compare(expected, state, cols))
     return out
