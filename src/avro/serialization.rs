@@ -16,28 +16,23 @@ pub enum WireError {
     Registry(#[from] RegistryError),
     #[error("Avro datum does not decode with writer schema {id}: {source}")]
     Decode { id: u32, source: apache_avro::Error },
-    #[error("Avro value does not match schema: {0}")]
-    Encode(apache_avro::Error),
-    #[error("Avro value kind not supported by funnel's encoder: {0}")]
-    Unsupported(String),
+    #[error("Avro value does not match its schema: {0}")]
+    Mismatch(String),
 }
 
 /// Frame `value` (built by funnel to match `schema`) in the wire format.
 ///
-/// The datum is written straight from the value: unions carry their branch index and records
-/// their fields in schema order, so no schema walk is needed. apache-avro's `to_avro_datum`
-/// re-resolves and re-validates the schema for every record, which dominated CDC's cost.
-/// Debug builds (the tests) still validate every value against the schema.
+/// The datum is written straight from the value while walking the schema beside it, which
+/// checks every node as it is written (type, union branch, record fields in order, enum
+/// symbol, fixed size, decimal precision) in every build: a value that does not match is an
+/// error naming the field, never bytes a reader would misread. apache-avro's `to_avro_datum`
+/// re-resolves the schema's names for every record, which dominated CDC's cost; here a named
+/// type is looked up only where a reference to it is written.
 pub fn encode(schema_id: u32, schema: &Schema, value: Value) -> Result<Vec<u8>, WireError> {
-    if cfg!(debug_assertions) && !value.validate(schema) {
-        // apache-avro says why; the value is known to be invalid either way.
-        let why = apache_avro::to_avro_datum(schema, value.clone()).err().map(|e| e.to_string()).unwrap_or_default();
-        return Err(WireError::Unsupported(format!("value does not match its schema: {why}")));
-    }
     let mut out = Vec::with_capacity(256);
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    write_datum(&value, &mut out)?;
+    write_datum(&value, schema, &mut out)?;
     Ok(out)
 }
 
@@ -55,57 +50,120 @@ fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b);
 }
 
-/// Avro binary encoding of a value whose unions and records are already shaped by its schema.
-pub fn write_datum(v: &Value, out: &mut Vec<u8>) -> Result<(), WireError> {
-    match v {
-        Value::Null => {}
-        Value::Boolean(b) => out.push(*b as u8),
-        Value::Int(x) | Value::Date(x) | Value::TimeMillis(x) => write_long(*x as i64, out),
-        Value::Long(x)
-        | Value::TimeMicros(x)
-        | Value::TimestampMillis(x)
-        | Value::TimestampMicros(x)
-        | Value::TimestampNanos(x)
-        | Value::LocalTimestampMillis(x)
-        | Value::LocalTimestampMicros(x)
-        | Value::LocalTimestampNanos(x) => write_long(*x, out),
-        Value::Float(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Double(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Bytes(b) => write_bytes(b, out),
-        Value::String(s) => write_bytes(s.as_bytes(), out),
-        Value::Uuid(u) => write_bytes(u.to_string().as_bytes(), out),
-        Value::Fixed(_, b) => out.extend_from_slice(b),
-        Value::Enum(i, _) => write_long(*i as i64, out),
-        Value::Decimal(d) => write_bytes(&Vec::<u8>::try_from(d).map_err(WireError::Encode)?, out),
-        Value::Union(i, inner) => {
-            write_long(*i as i64, out);
-            write_datum(inner, out)?;
+/// Avro binary encoding of `v` as `schema` (the root schema: references resolve against it).
+pub fn write_datum(v: &Value, schema: &Schema, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let mut path = vec![];
+    write_checked(v, schema, schema, &mut path, out).map_err(|why| {
+        let at = if path.is_empty() { "the value".to_string() } else { format!("field {}", path.join(".")) };
+        WireError::Mismatch(format!("{at}: {why}"))
+    })
+}
+
+/// The named type `name` defined somewhere in `root`.
+fn find_named<'a>(root: &'a Schema, name: &apache_avro::schema::Name) -> Option<&'a Schema> {
+    match root {
+        Schema::Record(r) if r.name == *name => Some(root),
+        Schema::Enum(e) if e.name == *name => Some(root),
+        Schema::Fixed(f) if f.name == *name => Some(root),
+        Schema::Record(r) => r.fields.iter().find_map(|f| find_named(&f.schema, name)),
+        Schema::Union(u) => u.variants().iter().find_map(|s| find_named(s, name)),
+        Schema::Array(a) => find_named(&a.items, name),
+        Schema::Map(m) => find_named(&m.types, name),
+        Schema::Decimal(d) => find_named(&d.inner, name),
+        _ => None,
+    }
+}
+
+fn kind(v: &Value) -> String {
+    let text = format!("{v:?}");
+    text.split(['(', ' ', '{']).next().unwrap_or("value").to_string()
+}
+
+/// Write `v` as `s`; on a mismatch `path` holds the field names down to it.
+fn write_checked(v: &Value, s: &Schema, root: &Schema, path: &mut Vec<String>, out: &mut Vec<u8>) -> Result<(), String> {
+    match (s, v) {
+        (Schema::Ref { name }, _) => {
+            let target = find_named(root, name).ok_or_else(|| format!("schema reference {} is not defined", name.fullname(None)))?;
+            write_checked(v, target, root, path, out)?;
         }
-        Value::Array(items) => {
+        (Schema::Null, Value::Null) => {}
+        (Schema::Boolean, Value::Boolean(b)) => out.push(*b as u8),
+        (Schema::Int, Value::Int(x)) | (Schema::Date, Value::Date(x)) | (Schema::TimeMillis, Value::TimeMillis(x)) => write_long(*x as i64, out),
+        (Schema::Long, Value::Long(x))
+        | (Schema::TimeMicros, Value::TimeMicros(x))
+        | (Schema::TimestampMillis, Value::TimestampMillis(x))
+        | (Schema::TimestampMicros, Value::TimestampMicros(x))
+        | (Schema::TimestampNanos, Value::TimestampNanos(x))
+        | (Schema::LocalTimestampMillis, Value::LocalTimestampMillis(x))
+        | (Schema::LocalTimestampMicros, Value::LocalTimestampMicros(x))
+        | (Schema::LocalTimestampNanos, Value::LocalTimestampNanos(x)) => write_long(*x, out),
+        // An int is a valid long (same varint encoding).
+        (Schema::Long, Value::Int(x)) => write_long(*x as i64, out),
+        (Schema::Float, Value::Float(x)) => out.extend_from_slice(&x.to_le_bytes()),
+        (Schema::Double, Value::Double(x)) => out.extend_from_slice(&x.to_le_bytes()),
+        (Schema::Bytes, Value::Bytes(b)) => write_bytes(b, out),
+        (Schema::String, Value::String(t)) => write_bytes(t.as_bytes(), out),
+        (Schema::Uuid, Value::Uuid(u)) => write_bytes(u.to_string().as_bytes(), out),
+        (Schema::Fixed(f), Value::Fixed(n, b)) if *n == f.size && b.len() == f.size => out.extend_from_slice(b),
+        (Schema::Fixed(f), Value::Fixed(n, _)) => return Err(format!("fixed of {n} bytes for a fixed({})", f.size)),
+        (Schema::Enum(e), Value::Enum(i, symbol)) => match e.symbols.get(*i as usize) {
+            Some(expected) if expected == symbol => write_long(*i as i64, out),
+            _ => return Err(format!("enum symbol {symbol} at index {i} is not in {:?}", e.symbols)),
+        },
+        (Schema::Decimal(d), Value::Decimal(x)) => {
+            if !matches!(*d.inner, Schema::Bytes) {
+                return Err("decimals backed by fixed are not written by funnel".into());
+            }
+            let bytes = Vec::<u8>::try_from(x).map_err(|e| e.to_string())?;
+            let fits = super::column::unscaled_from_bytes(&bytes).zip(10u128.checked_pow(d.precision as u32)).is_some_and(|(v, limit)| v.unsigned_abs() < limit);
+            if !fits && d.precision <= 38 {
+                return Err(format!("decimal does not fit decimal({}, {})", d.precision, d.scale));
+            }
+            write_bytes(&bytes, out);
+        }
+        (Schema::Union(u), Value::Union(i, inner)) => {
+            let branch = u.variants().get(*i as usize).ok_or_else(|| format!("union branch {i} of {} branches", u.variants().len()))?;
+            write_long(*i as i64, out);
+            write_checked(inner, branch, root, path, out)?;
+        }
+        (Schema::Array(a), Value::Array(items)) => {
             if !items.is_empty() {
                 write_long(items.len() as i64, out);
-                for i in items {
-                    write_datum(i, out)?;
+                for (n, item) in items.iter().enumerate() {
+                    path.push(n.to_string());
+                    write_checked(item, &a.items, root, path, out)?;
+                    path.pop();
                 }
             }
             out.push(0);
         }
-        Value::Map(m) => {
-            if !m.is_empty() {
-                write_long(m.len() as i64, out);
-                for (k, v) in m {
+        (Schema::Map(m), Value::Map(entries)) => {
+            if !entries.is_empty() {
+                write_long(entries.len() as i64, out);
+                for (k, item) in entries {
                     write_bytes(k.as_bytes(), out);
-                    write_datum(v, out)?;
+                    path.push(k.clone());
+                    write_checked(item, &m.types, root, path, out)?;
+                    path.pop();
                 }
             }
             out.push(0);
         }
-        Value::Record(fields) => {
-            for (_, f) in fields {
-                write_datum(f, out)?;
+        (Schema::Record(r), Value::Record(fields)) => {
+            if fields.len() != r.fields.len() {
+                let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!("record {} has fields {:?}, the value {:?}", r.name.fullname(None), r.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), names));
+            }
+            for ((name, value), field) in fields.iter().zip(&r.fields) {
+                if name != &field.name {
+                    return Err(format!("record {}: field {} where the schema has {}", r.name.fullname(None), name, field.name));
+                }
+                path.push(name.clone());
+                write_checked(value, &field.schema, root, path, out)?;
+                path.pop();
             }
         }
-        other => return Err(WireError::Unsupported(format!("{other:?}"))),
+        (schema, value) => return Err(format!("{} does not match schema {}", kind(value), schema.canonical_form())),
     }
     Ok(())
 }
@@ -173,12 +231,138 @@ mod tests {
                 .collect();
             let value = Value::Record(fields);
             let mut ours = vec![];
-            write_datum(&value, &mut ours).unwrap();
+            write_datum(&value, &schema, &mut ours).unwrap();
             assert_eq!(ours, apache_avro::to_avro_datum(&schema, value.clone()).unwrap());
             let framed = encode(7, &schema, value.clone()).unwrap();
             let (id, mut datum) = split(&framed).unwrap();
             assert_eq!(id, 7);
             assert_eq!(apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap(), value);
         }
+    }
+
+    /// A schema with every kind funnel writes: nullable and plain primitives and logical
+    /// types, a named record used twice (the second time by reference), an enum, a fixed,
+    /// an array and a map.
+    const RICH: &str = r#"{"type": "record", "name": "Env", "namespace": "t", "fields": [
+        {"name": "s", "type": "string"}, {"name": "i", "type": ["null", "int"], "default": null},
+        {"name": "l", "type": "long"}, {"name": "f", "type": "float"}, {"name": "d", "type": ["null", "double"], "default": null},
+        {"name": "b", "type": "boolean"}, {"name": "by", "type": "bytes"},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}], "default": null},
+        {"name": "dec", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["r", "c", "u", "d"]}},
+        {"name": "fx", "type": {"type": "fixed", "name": "F", "size": 2}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "attrs", "type": {"type": "map", "values": ["null", "long"]}},
+        {"name": "before", "type": ["null", {"type": "record", "name": "Row", "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": ["null", "long"], "default": null}]}], "default": null},
+        {"name": "after", "type": ["null", "Row"], "default": null}
+    ]}"#;
+
+    fn valid(rng: &mut crate::olist::synthetic::Rng) -> Value {
+        let mut r = |n: u64| rng.below(n) as i64;
+        let opt = |some: bool, v: Value| if some { Value::Union(1, Box::new(v)) } else { Value::Union(0, Box::new(Value::Null)) };
+        let row = |r: &mut dyn FnMut(u64) -> i64| Value::Record(vec![("id".into(), Value::String(format!("k{}", r(100)))), ("n".into(), opt(r(2) == 0, Value::Long(r(1000) - 500)))]);
+        let symbols = ["r", "c", "u", "d"];
+        let e = r(4) as u32;
+        Value::Record(vec![
+            ("s".into(), Value::String("x".repeat(r(5) as usize))),
+            ("i".into(), opt(r(2) == 0, Value::Int(r(1000) as i32 - 500))),
+            ("l".into(), Value::Long(r(1 << 40) - (1 << 39))),
+            ("f".into(), Value::Float(r(100) as f32 / 4.0)),
+            ("d".into(), opt(r(2) == 0, Value::Double(r(100) as f64 / 8.0))),
+            ("b".into(), Value::Boolean(r(2) == 0)),
+            ("by".into(), Value::Bytes(vec![r(256) as u8; r(4) as usize])),
+            ("day".into(), Value::Date(r(20000) as i32)),
+            ("ts".into(), opt(r(2) == 0, Value::TimestampMicros(r(1 << 50)))),
+            ("dec".into(), Value::Decimal(crate::avro::column::unscaled_bytes(r(1_999_998) as i128 - 999_999).into())),
+            ("e".into(), Value::Enum(e, symbols[e as usize].into())),
+            ("fx".into(), Value::Fixed(2, vec![r(256) as u8, r(256) as u8])),
+            ("tags".into(), Value::Array((0..r(3)).map(|n| Value::String(format!("t{n}"))).collect())),
+            ("attrs".into(), Value::Map((0..r(3)).map(|n| (format!("a{n}"), opt(n % 2 == 0, Value::Long(n)))).collect())),
+            ("before".into(), opt(r(2) == 0, row(&mut r))),
+            ("after".into(), opt(r(2) == 0, row(&mut r))),
+        ])
+    }
+
+    /// Replace one node of `v` (chosen by `pick`) with a value of another kind, a wrong union
+    /// branch, a renamed or missing field, a wrong enum symbol or a too-wide decimal.
+    fn mutate(v: &mut Value, rng: &mut crate::olist::synthetic::Rng) {
+        let replacements = [
+            Value::Null,
+            Value::Boolean(true),
+            Value::Int(1),
+            Value::Long(1),
+            Value::Float(1.0),
+            Value::Double(1.0),
+            Value::String("s".into()),
+            Value::Bytes(vec![1]),
+            Value::Date(1),
+            Value::TimestampMillis(1),
+            Value::Decimal(crate::avro::column::unscaled_bytes(123_456_789).into()),
+            Value::Enum(9, "x".into()),
+            Value::Enum(1, "r".into()),
+            Value::Fixed(3, vec![1, 2, 3]),
+            Value::Union(5, Box::new(Value::Null)),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Record(vec![]),
+        ];
+        let Value::Record(fields) = v else { return };
+        let n = rng.below(fields.len() as u64) as usize;
+        match rng.below(4) {
+            0 => fields[n].0 = format!("{}_renamed", fields[n].0),
+            1 => {
+                fields.remove(n);
+            }
+            _ => {
+                let mut target = &mut fields[n].1;
+                if let Value::Union(i, inner) = target {
+                    if rng.below(2) == 0 {
+                        *i = 1 - (*i).min(1);
+                    }
+                    target = inner.as_mut();
+                }
+                if let (Value::Record(_), true) = (&*target, rng.below(2) == 0) {
+                    mutate(target, rng);
+                } else {
+                    *target = replacements[rng.below(replacements.len() as u64) as usize].clone();
+                }
+            }
+        }
+    }
+
+    /// Randomised against apache-avro: whatever funnel's encoder accepts, apache-avro's validator
+    /// accepts too and encodes to the same bytes; whatever apache-avro refuses, funnel's
+    /// encoder refuses (in every build). 20 000 valid values and 20 000 broken ones.
+    #[test]
+    fn encoder_accepts_only_what_apache_avro_validates_and_writes_the_same_bytes() {
+        let schema = Schema::parse_str(RICH).unwrap();
+        let mut rng = crate::olist::synthetic::Rng::new(2026);
+        let (mut refused, mut agreed) = (0, 0);
+        for round in 0..40_000 {
+            let mut value = valid(&mut rng);
+            if round % 2 == 1 {
+                mutate(&mut value, &mut rng);
+            }
+            let apache_ok = value.validate(&schema);
+            let mut ours = vec![];
+            match write_datum(&value, &schema, &mut ours) {
+                Ok(()) => {
+                    assert!(apache_ok, "funnel wrote a value apache-avro refuses: {value:?}");
+                    // The same datum as apache-avro's (read back, since a map's entry order is a
+                    // HashMap's and an int written as a long comes back a long).
+                    let theirs = apache_avro::to_avro_datum(&schema, value.clone()).unwrap();
+                    let read = |b: &[u8]| apache_avro::from_avro_datum(&schema, &mut &b[..], None).unwrap();
+                    assert_eq!(read(&ours), read(&theirs), "{value:?}");
+                    assert_eq!(ours.len(), theirs.len());
+                    agreed += 1;
+                }
+                Err(e) => {
+                    assert!(round % 2 == 1, "a valid value was refused: {e}: {value:?}");
+                    assert!(e.to_string().contains("does not match"), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(agreed >= 20_000 && refused > 10_000, "agreed {agreed}, refused {refused}");
     }
 }
