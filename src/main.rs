@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use funnel::config::Endpoints;
+use funnel::runtime::supervise::supervise;
 use funnel::runtime::{http, shutdown};
 use funnel::stack::StackDirs;
 
@@ -94,6 +95,11 @@ enum Command {
         /// Port for /metrics and /health (0 = off).
         #[arg(long, env = "FUNNEL_HTTP_PORT", default_value_t = funnel::config::DEFAULT_HTTP_PORT)]
         http_port: u16,
+        /// Exit when a processor fails instead of restarting it in this process after a
+        /// backoff (1 s doubling to 60 s, /health reporting it failed meanwhile). For
+        /// deployments whose supervisor restarts the process.
+        #[arg(long, env = "FUNNEL_EXIT_ON_FAILURE")]
+        exit_on_failure: bool,
         #[command(flatten)]
         cdc: funnel::cdc::CdcConfig,
         #[command(flatten)]
@@ -364,7 +370,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, cdc, bronze, leads, loader, c360, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, ns, passthrough_from, passthrough_to, loop_delivery } => {
             let c360_topics = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
@@ -373,66 +379,78 @@ async fn run(cli: Cli) -> Result<()> {
                 let l = funnel::loader::Loader::new(&ep, &ep.lake_root()?, topics.clone(), cdc.clone(), loader.clone()).await?;
                 let creds = funnel::runtime::auth::ApiCredentials::load(&cli.dirs.state()?)?;
                 http::spawn(&ep.bind_address, http_port, Some(funnel::loader::service::router(l.clone(), creds))).await?;
-                tasks.spawn(async move { l.run().await.context("loader") });
+                tasks.spawn(async move { supervise("loader", exit_on_failure, || l.clone().run()).await.context("loader") });
             } else {
                 http::spawn(&ep.bind_address, http_port, None).await?;
             }
             for p in processors {
                 let ep = ep.clone();
+                // Each processor runs supervised: a failure (a dependency went away) restarts it
+                // after a backoff instead of ending the process (runtime::supervise).
+                let exit = exit_on_failure;
                 match p.as_str() {
                     "cdc" => {
                         let cfg = cdc.clone();
-                        tasks.spawn(async move { funnel::cdc::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, cfg).await.map(|_| ()).context("cdc") });
+                        tasks.spawn(async move {
+                            supervise("cdc", exit, || funnel::cdc::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, cfg.clone())).await.map(|_| ()).context("cdc")
+                        });
                     }
                     "bronze" => {
                         let cfg = bronze.clone();
                         tasks.spawn(async move {
                             let lake = ep.lake_root()?;
-                            funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg).await.map(|_| ()).context("bronze")
+                            supervise(funnel::bronze::PROCESSOR, exit, || async { funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg.clone()).await.map(|_| ()) }).await.context("bronze")
                         });
                     }
                     "loader" => {}
                     "seller-metrics" => {
                         let (topics, cfg) = (topics.clone(), leads.clone());
-                        tasks.spawn(async move { funnel::leads::run_seller_metrics(&ep.brokers, &ep.registry_url, topics, loop_delivery, &cfg, false).await });
+                        tasks.spawn(async move {
+                            supervise("seller-metrics", exit, || funnel::leads::run_seller_metrics(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery, &cfg, false)).await
+                        });
                     }
                     "leads" => {
                         let (topics, cfg) = (topics.clone(), leads.clone());
                         tasks.spawn(async move {
                             let lake = ep.lake_root()?;
-                            funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &cfg, false).await
+                            supervise("leads", exit, || funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics.clone(), loop_delivery, &cfg, false)).await
                         });
                     }
                     "domain" => {
                         let topics = funnel::domain::DomainTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
-                        tasks.spawn(async move { funnel::domain::run(&ep.brokers, &ep.registry_url, topics, loop_delivery).await });
+                        tasks.spawn(async move { supervise("domain", exit, || funnel::domain::run(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery)).await });
                     }
                     "c360" => {
                         let (topics, cfg) = (c360_topics.clone(), c360.clone());
-                        tasks.spawn(async move { funnel::c360::run(&ep.brokers, &ep.registry_url, topics, loop_delivery, &cfg, false).await });
+                        tasks.spawn(async move { supervise(funnel::c360::PROCESSOR, exit, || funnel::c360::run(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery, &cfg, false)).await });
                     }
                     "lake" => {
                         let (topics, cfg) = (c360_topics.clone(), c360.clone());
                         tasks.spawn(async move {
                             let lake = ep.lake_root()?;
-                            funnel::c360::run_lake(&ep.brokers, &ep.registry_url, &lake, topics, &cfg, false).await
+                            supervise(funnel::c360::LAKE_PROCESSOR, exit, || funnel::c360::run_lake(&ep.brokers, &ep.registry_url, &lake, topics.clone(), &cfg, false)).await
                         });
                     }
                     "cache" => {
                         let (topics, cfg) = (c360_topics.clone(), c360.clone());
-                        tasks.spawn(async move { funnel::c360::cache::run(&ep.brokers, &ep.registry_url, &ep.redis_url, topics, &cfg.redis_prefix, false).await });
+                        tasks.spawn(async move {
+                            supervise(funnel::c360::CACHE_PROCESSOR, exit, || funnel::c360::cache::run(&ep.brokers, &ep.registry_url, &ep.redis_url, topics.clone(), &cfg.redis_prefix, false)).await
+                        });
                     }
                     "passthrough" => {
                         let (Some(from), Some(to)) = (passthrough_from.clone(), passthrough_to.clone()) else {
                             anyhow::bail!("passthrough needs --passthrough-from TOPIC --passthrough-to TOPIC");
                         };
                         let cfg = funnel::runtime::processor::LoopConfig::new(&format!("passthrough-{to}"), &ep.brokers, vec![from], loop_delivery);
-                        tasks.spawn(async move { funnel::runtime::processor::run(cfg, funnel::runtime::processor::Passthrough { to }).await.context("passthrough") });
+                        tasks.spawn(async move {
+                            supervise(&cfg.processor.clone(), exit, || funnel::runtime::processor::run(cfg.clone(), funnel::runtime::processor::Passthrough { to: to.clone() })).await.context("passthrough")
+                        });
                     }
                     other => anyhow::bail!("unknown processor {other}"),
                 }
             }
-            // One processor failing stops the process (a supervisor restarts it; progress is durable).
+            // A processor ends only on shutdown (or, with --exit-on-failure, on its first failure):
+            // then the process stops (a supervisor restarts it; progress is durable).
             while let Some(res) = tasks.join_next().await {
                 if let Err(e) = res? {
                     shutdown::request();

@@ -144,3 +144,91 @@ async fn registry_outage_pauses_processors_and_dead_letters_nothing() {
     }
     let _ = registry;
 }
+
+/// A Redis of the test's own, persisting every write (appendfsync always), so a restart keeps
+/// the view and only the outage is tested.
+fn start_redis(dir: &std::path::Path, port: u16) -> std::process::Child {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (funnel stack up installs it)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_restarts_the_cache_until_redis_is_back_and_loses_nothing() {
+    let mut case = Case::new("redisout").await;
+    let ns = case.prefix.clone();
+    let redis_dir = case.lake.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis_port = free_port();
+    let mut redis = start_redis(&redis_dir, redis_port);
+    case.stack.redis = format!("redis://127.0.0.1:{redis_port}/");
+    let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
+    let count = || async {
+        let Ok(mut con) = client.get_multiplexed_async_connection().await else { return 0usize };
+        redis::cmd("ZCARD").arg(format!("{ns}:by_revenue")).query_async(&mut con).await.unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(30), "the test's redis", || async { client.get_multiplexed_async_connection().await.is_ok() }).await;
+
+    case.run_ok(&["seed", "events", "--customers", "150", "--orders", "400", "--namespace", &ns]);
+    let port = free_port();
+    let run: Vec<String> = ["run", "c360", "cache", "--http-port", &port.to_string(), "--namespace", &ns, "--redis-prefix", &ns].iter().map(|s| s.to_string()).collect();
+    case.spawn(&run, "c360");
+    wait_for(Duration::from_secs(180), "the first 150 customers in redis", || async { count().await == 150 }).await;
+
+    // Redis goes away; new customers keep arriving.
+    let _ = (redis.kill(), redis.wait());
+    case.run_ok(&["seed", "events", "--customers", "300", "--orders", "800", "--seed", "43", "--namespace", &ns]);
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let mut last: String;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = http.get(&health).send().await.expect("the process stays up while redis is down");
+        let status = resp.status().as_u16();
+        last = resp.text().await.unwrap_or_default();
+        let h: Json = serde_json::from_str(&last).unwrap_or_default();
+        if status == 503 && h["processors"]["cache"]["state"] == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache never reported the outage: {last}\n{}", case.log("c360"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("during the outage: {last}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    redis = start_redis(&redis_dir, redis_port);
+
+    // Back: every customer of the consolidated topic is in Redis with its latest version.
+    let consolidated = format!("{ns}.dom.customer.consolidated.v1");
+    let latest = |records: Vec<Json>| -> std::collections::BTreeMap<String, i64> {
+        records.into_iter().map(|r| (r["customer_id"].as_str().unwrap().to_string(), r["applied_events"].as_i64().unwrap())).collect()
+    };
+    let mut expected = latest(case.topic_json(&consolidated).await);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let mut differ = vec![];
+        for (id, events) in &expected {
+            let got: Option<i64> = redis::cmd("HGET").arg(format!("{ns}:customer:{id}")).arg("applied_events").query_async(&mut con).await.unwrap();
+            if got != Some(*events) {
+                differ.push((id.clone(), *events, got));
+            }
+        }
+        if differ.is_empty() && expected.len() == count().await && expected.len() >= 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {} customers differ in redis, e.g. {:?}\n{}", differ.len(), expected.len(), &differ[..differ.len().min(3)], case.log("c360"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        expected = latest(case.topic_json(&consolidated).await);
+    }
+    let h: Json = http.get(&health).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+    let log = case.log("c360");
+    assert!(log.contains("restarting it when the backoff is over"), "the cache was restarted in process:\n{log}");
+    let metrics = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.lines().any(|l| l.starts_with("funnel_dead_letters_total")), "nothing dead-lettered: {metrics}");
+    eprintln!("{} customers in redis equal the consolidated topic after the outage", expected.len());
+    let _ = (redis.kill(), redis.wait());
+}

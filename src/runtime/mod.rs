@@ -8,3 +8,4 @@ pub mod lag;
 pub mod metrics;
 pub mod processor;
 pub mod shutdown;
+pub mod supervise;

@@ -7,7 +7,7 @@
 //!   lifecycle filters, refreshing live; `GET /api/customers?q=&segment=&stage=&limit=` is its
 //!   data (see `c360::view`).
 
-mod produce;
+pub mod produce;
 mod sql;
 
 use std::collections::HashMap;
