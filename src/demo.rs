@@ -71,7 +71,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     };
     let port = DEFAULT_HTTP_PORT.to_string();
     stack::start_detached(dirs, "processors", funnel(&["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "--http-port", &port])?)?;
-    stack::start_detached(dirs, "serve", funnel(&["serve"])?)?;
+    stack::start_detached(dirs, "serve", funnel(&["serve", "--topology-dir", &topology_dir.to_string_lossy()])?)?;
     wait_for_bronze(&lake, source_rows, dirs).await?;
     let mqls = report.tables.iter().find(|t| t.0 == "marketing.marketing_qualified_leads").map(|t| t.1).unwrap_or(0);
     wait_for_leads(&lake, mqls, dirs).await?;

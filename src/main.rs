@@ -397,6 +397,8 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     "bronze" => {
                         let cfg = bronze.clone();
+                        // A bounded run (--until-caught-up) is a one-shot command: it fails, not retries.
+                        let exit = exit || cfg.until_caught_up;
                         tasks.spawn(async move {
                             let lake = ep.lake_root()?;
                             supervise(funnel::bronze::PROCESSOR, exit, || async { funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg.clone()).await.map(|_| ()) }).await.context("bronze")

@@ -13,18 +13,6 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
-const TABLES: &[&str] = &[
-    "ecommerce.customers",
-    "ecommerce.orders",
-    "ecommerce.order_items",
-    "ecommerce.order_payments",
-    "ecommerce.order_reviews",
-    "ecommerce.products",
-    "ecommerce.sellers",
-    "ecommerce.product_category_name_translation",
-    "marketing.marketing_qualified_leads",
-    "marketing.closed_deals",
-];
 
 fn seed_synthetic(case: &Case, scale: u32) {
     case.run_ok(&["seed", "olist", "--synthetic-scale", &scale.to_string()]);
@@ -39,7 +27,7 @@ async fn real_olist_snapshot_lands_once_per_row_in_topics_and_bronze() {
     case.spawn(&cdc, "cdc");
     case.wait_streaming(Duration::from_secs(600)).await;
 
-    let topics = case.check("topics", TABLES);
+    let topics = case.check("topics", OLIST_TABLES);
     let reads: BTreeMap<&str, i64> = topics.iter().map(|r| (r["table"].as_str().unwrap(), r["ops"]["r"].as_i64().unwrap_or(0))).collect();
     for (table, rows) in [
         ("marketing.marketing_qualified_leads", 8000),
@@ -57,7 +45,7 @@ async fn real_olist_snapshot_lands_once_per_row_in_topics_and_bronze() {
     }
 
     case.drain_bronze();
-    for r in case.check("bronze", TABLES) {
+    for r in case.check("bronze", OLIST_TABLES) {
         assert_equal_to_source(&r);
         assert_eq!(r["bronze_rows"], r["expected_rows"], "{r}");
     }
@@ -240,7 +228,7 @@ async fn kill_9_of_cdc_and_bronze_loses_nothing_and_bronze_counts_each_change_on
     );
     assert!(bronze_snapshot_kills >= 5 && bronze_kills - bronze_snapshot_kills >= 5);
 
-    let topics = case.check("topics", TABLES);
+    let topics = case.check("topics", OLIST_TABLES);
     if topics.iter().any(|r| r["missing"].as_i64() != Some(0)) {
         let log = case.log("cdc");
         let resumes: Vec<&str> = log.lines().filter(|l| l.contains("resuming") || l.contains("slot created")).collect();
@@ -249,7 +237,7 @@ async fn kill_9_of_cdc_and_bronze_loses_nothing_and_bronze_counts_each_change_on
     // Topics: nothing lost, nothing out of order. Events re-sent after a crash (CDC resumes
     // from confirmed progress; tansu's aborted transactions leak) carry the original source
     // position. Bronze, downstream: every change exactly once, no Kafka position twice.
-    let bronze = case.check("bronze", TABLES);
+    let bronze = case.check("bronze", OLIST_TABLES);
     let resent = topics.iter().map(|r| r["duplicate_events"].as_i64().unwrap_or(0)).sum::<i64>();
     println!("re-sent events in topics, recognised by source position and dropped by bronze: {resent}");
     for r in &topics {
@@ -309,7 +297,7 @@ async fn committed_cdc_schemas_match_the_source_catalog() {
     seed_synthetic(&case, 1);
     let pg = case.pg().await;
     let tables = funnel::cdc::catalog::tables_in(&pg, &["ecommerce".into(), "marketing".into()]).await.unwrap();
-    assert_eq!(tables.len(), TABLES.len());
+    assert_eq!(tables.len(), OLIST_TABLES.len());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/cdc");
     for t in tables {
         for (suffix, want) in [("key", t.key_schema("olist")), ("value", t.value_schema("olist"))] {

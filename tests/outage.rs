@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value as Json;
 
-const TABLES: &[&str] = &[
-    "ecommerce.customers",
-    "ecommerce.orders",
-    "ecommerce.order_items",
-    "ecommerce.order_payments",
-    "ecommerce.order_reviews",
-    "ecommerce.products",
-    "ecommerce.sellers",
-    "ecommerce.product_category_name_translation",
-    "marketing.marketing_qualified_leads",
-    "marketing.closed_deals",
-];
 
 fn run_args(case: &Case, processors: &[&str], port: u16) -> Vec<String> {
     let mut a: Vec<String> = vec!["run".into()];
@@ -53,8 +41,8 @@ async fn dead_letter_metric(http: &reqwest::Client, port: u16) -> f64 {
 
 async fn wait_all_equal(case: &Case, timeout: Duration) {
     let logs = |t: &&str| case.lake.path().join(format!("bronze/{}.{t}/_delta_log", case.prefix));
-    wait_for(timeout, "every bronze table", || async { TABLES.iter().all(|t| logs(t).is_dir()) }).await;
-    for r in case.wait_checks_equal("bronze", TABLES, &[], timeout, "bronze").await {
+    wait_for(timeout, "every bronze table", || async { OLIST_TABLES.iter().all(|t| logs(t).is_dir()) }).await;
+    for r in case.wait_checks_equal("bronze", OLIST_TABLES, &[], timeout, "bronze").await {
         assert_complete(&r);
     }
     case.wait_checks_equal("leads", &["gold", "topic", "sellers"], &["--namespace", &case.prefix], timeout, "leads").await;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use regex::Regex;
 
@@ -56,21 +57,23 @@ impl Definition {
     /// `RECOMPUTE_AT = '<column> + <n> days'`: the column and the delay in microseconds.
     pub fn recompute_at(&self) -> Result<Option<(String, i64)>, DefinitionError> {
         let Some(text) = self.option("RECOMPUTE_AT") else { return Ok(None) };
-        let re = Regex::new(r"(?i)^\s*(\w+)\s*\+\s*(\d+)\s*days?\s*$").expect("valid regex");
-        let caps = re.captures(text).ok_or_else(|| self.bad("RECOMPUTE_AT", format!("expected '<column> + <n> days', got {text:?}")))?;
+        static DELAY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^\s*(\w+)\s*\+\s*(\d+)\s*days?\s*$").expect("valid regex"));
+        let caps = DELAY.captures(text).ok_or_else(|| self.bad("RECOMPUTE_AT", format!("expected '<column> + <n> days', got {text:?}")))?;
         let days: i64 = caps[2].parse().map_err(|_| self.bad("RECOMPUTE_AT", "day count out of range"))?;
-        Ok(Some((caps[1].to_string(), days * 86_400_000_000)))
+        let micros = days.checked_mul(86_400_000_000).ok_or_else(|| self.bad("RECOMPUTE_AT", "day count out of range"))?;
+        Ok(Some((caps[1].to_string(), micros)))
     }
 }
 
 /// Parse one file's text.
 pub fn parse(file: &str, text: &str) -> Result<Definition, DefinitionError> {
     let without_comments: String = text.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
-    let re = Regex::new(r"(?is)^\s*CREATE\s+(TABLE|STREAM)\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+((?:SELECT|WITH)\b.*?)\s*;?\s*$").expect("valid regex");
-    let caps = re.captures(&without_comments).ok_or_else(|| DefinitionError::Shape { file: file.into() })?;
+    // Compiled once: building a regex costs far more than matching a file.
+    static HEADER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?is)^\s*CREATE\s+(TABLE|STREAM)\s+(\w+)\s+WITH\s*\((.*?)\)\s*AS\s+((?:SELECT|WITH)\b.*?)\s*;?\s*$").expect("valid regex"));
+    static OPTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)(\w+)\s*=\s*(?:'([^']*)'|(\w+))").expect("valid regex"));
+    let caps = HEADER.captures(&without_comments).ok_or_else(|| DefinitionError::Shape { file: file.into() })?;
     let kind = if caps[1].eq_ignore_ascii_case("table") { Kind::Table } else { Kind::Stream };
-    let option_re = Regex::new(r"(?s)(\w+)\s*=\s*(?:'([^']*)'|(\w+))").expect("valid regex");
-    let options = option_re
+    let options = OPTION
         .captures_iter(&caps[3])
         .map(|c| (c[1].to_ascii_uppercase(), c.get(2).or(c.get(3)).map(|m| m.as_str().to_string()).unwrap_or_default()))
         .collect();
@@ -134,6 +137,15 @@ impl C360Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A day count whose microseconds overflow i64 is an error naming the option, not a panic.
+    #[test]
+    fn a_huge_recompute_delay_is_refused() {
+        let d = parse("x.sql", "CREATE TABLE t WITH (RECOMPUTE_AT = 'last_order_at + 999999999999 days') AS SELECT 1").unwrap();
+        assert!(d.recompute_at().unwrap_err().to_string().contains("out of range"));
+        let d = parse("x.sql", "CREATE TABLE t WITH (RECOMPUTE_AT = 'last_order_at + 180 days') AS SELECT 1").unwrap();
+        assert_eq!(d.recompute_at().unwrap(), Some(("last_order_at".to_string(), 180 * 86_400_000_000)));
+    }
 
     #[test]
     fn parses_headers_options_and_select() {

@@ -11,6 +11,8 @@ pub enum DecodeError {
     UnknownTag(char),
     #[error("unknown tuple cell kind {0:?}")]
     UnknownCell(char),
+    #[error("{0} out of range")]
+    OutOfRange(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -81,6 +83,10 @@ impl Reader<'_> {
         self.need(8, what)?;
         Ok(self.0.get_i64())
     }
+    /// A Postgres timestamp (µs since 2000-01-01) as µs since the Unix epoch.
+    fn timestamp(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        self.i64(what)?.checked_add(PG_EPOCH_OFFSET_US).ok_or(DecodeError::OutOfRange(what))
+    }
     fn cstring(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let end = self.0.iter().position(|b| *b == 0).ok_or(DecodeError::Truncated(what))?;
         let s = String::from_utf8_lossy(&self.0[..end]).into_owned();
@@ -112,10 +118,10 @@ pub fn decode(data: &[u8]) -> Result<PgMessage, DecodeError> {
     let mut r = Reader(data);
     let tag = r.u8("tag")?;
     Ok(match tag {
-        b'B' => PgMessage::Begin { final_lsn: r.u64("begin lsn")?, commit_ts_us: r.i64("begin ts")? + PG_EPOCH_OFFSET_US, xid: r.u32("xid")? },
+        b'B' => PgMessage::Begin { final_lsn: r.u64("begin lsn")?, commit_ts_us: r.timestamp("begin ts")?, xid: r.u32("xid")? },
         b'C' => {
             let _flags = r.u8("commit flags")?;
-            PgMessage::Commit { commit_lsn: r.u64("commit lsn")?, end_lsn: r.u64("end lsn")?, commit_ts_us: r.i64("commit ts")? + PG_EPOCH_OFFSET_US }
+            PgMessage::Commit { commit_lsn: r.u64("commit lsn")?, end_lsn: r.u64("end lsn")?, commit_ts_us: r.timestamp("commit ts")? }
         }
         b'R' => {
             let id = r.u32("relation id")?;
@@ -197,6 +203,19 @@ mod tests {
         assert!(decode(b"I\x00\x00\x00\x01N\x00\x01t\x00\x00\x00\x09ab").is_err());
         assert!(decode(b"").is_err());
         assert!(matches!(decode(b"Z"), Err(DecodeError::UnknownTag('Z'))));
+    }
+
+    /// Found by `scripts/fuzz` (pgoutput): a commit whose timestamp overflowed when moved to the
+    /// Unix epoch panicked (debug) or wrapped (release).
+    #[test]
+    fn a_timestamp_out_of_range_is_an_error_not_an_overflow() {
+        let crash = b"C\x00\x00\x26\x00\x00\x00\x01\x6b\x6c\x50\x00\x00\x00\x00\x02\xf9\x93\x7f\xff\xfd\x83\x5a\x73\x57\xc0\x00";
+        assert!(matches!(decode(crash), Err(DecodeError::OutOfRange("commit ts"))));
+        let mut begin = b"B".to_vec();
+        begin.extend(0u64.to_be_bytes());
+        begin.extend(i64::MAX.to_be_bytes());
+        begin.extend(1u32.to_be_bytes());
+        assert!(matches!(decode(&begin), Err(DecodeError::OutOfRange("begin ts"))));
     }
 
     #[test]

@@ -10,6 +10,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+/// Every table of the olist source, as CDC names them (schema.table).
+pub const OLIST_TABLES: &[&str] = &[
+    "ecommerce.customers",
+    "ecommerce.orders",
+    "ecommerce.order_items",
+    "ecommerce.order_payments",
+    "ecommerce.order_reviews",
+    "ecommerce.products",
+    "ecommerce.sellers",
+    "ecommerce.product_category_name_translation",
+    "marketing.marketing_qualified_leads",
+    "marketing.closed_deals",
+];
+
 pub struct Stack {
     pub brokers: String,
     pub registry: String,
