@@ -83,6 +83,10 @@ async fn json_is_produced_as_registered_avro_all_or_nothing_to_public_topics_onl
     ]});
     let message = json_error(http.post(format!("{base}/topics/{topic}")).json(&too_large).send().await.unwrap(), 413, "a record too large for the broker").await;
     assert!(message.contains("nothing produced") && message.contains("record 2"), "{message}");
+    // The failed request leaves no broken transaction behind: the next one is produced.
+    let after = json!({"records": [{"key": {"customer_id": "c10"}, "value": {"customer_id": "c10", "source": "http"}}]});
+    let resp = http.post(format!("{base}/topics/{topic}")).json(&after).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     // Internal topics are refused whatever the body: a forged CDC progress record would make CDC skip data.
     let state = json!({"records": [{"key": {"connector": "x"}, "value": {"connector": "x"}}]});
     for t in [internal.as_str(), "no.such.topic", &format!("{}.dom.customer.consolidated.v1", case.prefix)] {
@@ -103,7 +107,7 @@ async fn json_is_produced_as_registered_avro_all_or_nothing_to_public_topics_onl
 
     let records = case.topic_json(&topic).await;
     let ids: Vec<&str> = records.iter().map(|r| r["customer_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["c1", "c2"], "only the good request's records are committed (read_committed)");
+    assert_eq!(ids, ["c1", "c2", "c10"], "only the good requests' records are committed (read_committed)");
     let first = &records[0];
     assert_eq!((first["customer_id"].clone(), first["city"].clone(), first["attributes"]["tier"].clone()), (json!("c1"), json!("sao paulo"), json!("gold")), "{first}");
     assert!(case.topic_json(&internal).await.is_empty(), "nothing reached the internal topic");

@@ -96,7 +96,10 @@ impl ColumnBuilder {
             (Self::Bool(b), Value::Boolean(x)) => b.append_value(*x),
             (Self::Date(b), Value::Date(x)) => b.append_value(*x),
             (Self::Ts(b), Value::TimestampMicros(x)) => b.append_value(*x),
-            (Self::Ts(b), Value::TimestampMillis(x)) => b.append_value(*x * 1000),
+            (Self::Ts(b), Value::TimestampMillis(x)) => match x.checked_mul(1000) {
+                Some(micros) => b.append_value(micros),
+                None => return false,
+            },
             (Self::Dec(b, p, _), Value::Decimal(d)) => match Vec::<u8>::try_from(d).ok().and_then(|bytes| decimal_within(&bytes, *p)) {
                 Some(v) => b.append_value(v),
                 None => return false,
@@ -126,8 +129,9 @@ impl ColumnBuilder {
                 | (Self::F64(_), Value::Double(_) | Value::Float(_))
                 | (Self::Bool(_), Value::Boolean(_))
                 | (Self::Date(_), Value::Date(_))
-                | (Self::Ts(_), Value::TimestampMicros(_) | Value::TimestampMillis(_))
+                | (Self::Ts(_), Value::TimestampMicros(_))
         ) || match (self, v) {
+            (Self::Ts(_), Value::TimestampMillis(x)) => x.checked_mul(1000).is_some(),
             (Self::Dec(_, p, _), Value::Bytes(bytes)) => decimal_within(bytes, *p).is_some(),
             (Self::Dec(_, p, _), Value::Decimal(d)) => Vec::<u8>::try_from(d).ok().and_then(|bytes| decimal_within(&bytes, *p)).is_some(),
             _ => false,

@@ -24,7 +24,10 @@ pub fn key_text(values: &[&Value]) -> String {
             Value::Int(x) | Value::Date(x) | Value::TimeMillis(x) => out.push_str(&x.to_string()),
             Value::Long(x) | Value::TimeMicros(x) | Value::TimestampMicros(x) | Value::LocalTimestampMicros(x) => out.push_str(&x.to_string()),
             // Bronze stores timestamps in microseconds.
-            Value::TimestampMillis(x) | Value::LocalTimestampMillis(x) => out.push_str(&(x * 1000).to_string()),
+            Value::TimestampMillis(x) | Value::LocalTimestampMillis(x) => match x.checked_mul(1000) {
+                Some(micros) => out.push_str(&micros.to_string()),
+                None => out.push_str(&format!("{v:?}")),
+            },
             Value::Float(x) => out.push_str(&(*x as f64).to_string()),
             Value::Double(x) => out.push_str(&x.to_string()),
             Value::Decimal(d) => match Vec::<u8>::try_from(d).ok().and_then(|b| crate::avro::column::unscaled_from_bytes(&b)) {

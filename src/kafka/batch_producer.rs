@@ -71,7 +71,13 @@ impl BatchProducer {
             Ok(()) => {
                 if self.delivery == Delivery::ExactlyOnce {
                     let p = self.producer.clone();
-                    tokio::task::spawn_blocking(move || p.commit_transaction(TIMEOUT)).await?.context("commit_transaction")?;
+                    if let Err(e) = tokio::task::spawn_blocking(move || p.commit_transaction(TIMEOUT)).await? {
+                        // The broker may or may not have committed: abort what can be aborted and
+                        // say the outcome is unknown (a caller must not report "nothing written").
+                        let p = self.producer.clone();
+                        let _ = tokio::task::spawn_blocking(move || p.abort_transaction(TIMEOUT)).await;
+                        return Err(anyhow::Error::new(e).context(CommitOutcomeUnknown));
+                    }
                 }
                 Ok(())
             }
@@ -115,6 +121,15 @@ impl BatchProducer {
         }
         Ok(())
     }
+}
+
+/// `BatchProducer::send` failed at the commit itself: the records may have been committed.
+#[derive(Debug, thiserror::Error)]
+#[error("commit_transaction failed: the records may or may not be committed")]
+pub struct CommitOutcomeUnknown;
+
+pub fn is_commit_outcome_unknown(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<CommitOutcomeUnknown>())
 }
 
 /// Whether `e` (from `BatchProducer::send`) is a record the broker can never take (too large),

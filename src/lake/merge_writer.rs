@@ -103,7 +103,10 @@ impl MergeWriter {
         }
         let k = key_text(&key_values);
         let stale_in_batch = matches!((pos, self.rows.get(&k).and_then(|r| r.pos)), (Some(p), Some(prev)) if prev >= p);
-        let deleted_since = matches!((pos, &self.tombstones), (Some(p), Some(t)) if t.covers(&k, p));
+        // Only a non-delete is stale behind a tombstone: a delete replayed after a crash between
+        // the tombstone commit and the merge must still reach the table (the MERGE's position
+        // check keeps it from touching a newer row).
+        let deleted_since = !delete && matches!((pos, &self.tombstones), (Some(p), Some(t)) if t.covers(&k, p));
         if stale_in_batch || deleted_since {
             self.note_offset(partition, offset);
             return Ok(());
@@ -229,6 +232,17 @@ mod tests {
         w.change(&row("a"), false, Some((40, 1)), 0, 5).unwrap();
         w.flush("test").await.unwrap();
         assert_eq!(ids(&w).await, ["a", "b"]);
+        // A crash after the tombstone of a delete was committed but before its merge: the delete
+        // is read again and must still remove the row.
+        w.change(&row("b"), false, Some((50, 1)), 0, 6).unwrap();
+        w.flush("test").await.unwrap();
+        let mut t = Tombstones::open(&url, "t", vec![columns()[0].clone()], 10).await.unwrap();
+        t.record(&[&Value::String("b".into())], (60, 1));
+        t.flush().await.unwrap();
+        let mut w = open().await.unwrap();
+        w.change(&row("b"), true, Some((60, 1)), 0, 7).unwrap();
+        w.flush("test").await.unwrap();
+        assert_eq!(ids(&w).await, ["a"], "a replayed delete was skipped as covered by its own tombstone");
         // The tombstones are hidden from the SQL catalog.
         let catalog = crate::lake::query::catalog(dir.path()).await.unwrap();
         assert!(catalog.ctx.table_exist("silver_t").unwrap() && catalog.ctx.catalog_names().len() == 1);

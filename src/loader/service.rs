@@ -60,7 +60,11 @@ async fn load(State(l): State<Arc<Loader>>) -> axum::response::Response {
     if let Err(waiting) = l.jobs.try_queue(&id) {
         return json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING));
     }
-    match l.load(&id).await {
+    // The load runs in its own task: a client that goes away does not cancel it halfway
+    // (its job would stay unfinished and its slot undropped).
+    let (loader, job) = (l.clone(), id.clone());
+    let outcome = tokio::spawn(async move { loader.load(&job).await }).await.unwrap_or_else(|e| Err(anyhow::anyhow!("load task ended: {e}")));
+    match outcome {
         Ok(event) => (if event.succeeded() { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, Json(serde_json::to_value(event).unwrap_or_default())).into_response(),
         Err(e) => {
             l.jobs.set(&id, "failed", format!("{e:#}"), None);

@@ -3,7 +3,9 @@
 //! after a backoff — 1 s doubling to 60 s, back to 1 s once a run lasted a minute — and
 //! reports `failed` with the error meanwhile, so `/health` says what is down. A restart is
 //! what a process restart would be: the processor rebuilds its clients, restores its state
-//! from its changelogs and resumes from its committed offsets, so nothing is lost or doubled.
+//! from its changelogs and resumes from its committed offsets — nothing is lost, and an
+//! exactly-once processor doubles nothing (an at-least-once one re-sends the uncommitted
+//! batch, each record carrying its idempotency key).
 //! Records that are bad in themselves never get here: they go to the dead-letter topic.
 
 use std::future::Future;

@@ -20,7 +20,7 @@ use serde_json::{json, Value as JsonValue};
 
 use super::Serve;
 use crate::avro::serialization;
-use crate::kafka::batch_producer::{is_record_too_large, OutRecord};
+use crate::kafka::batch_producer::{is_commit_outcome_unknown, is_record_too_large, BatchProducer, Delivery, OutRecord};
 use crate::registry::subject;
 use crate::runtime::auth::json_error;
 
@@ -83,11 +83,32 @@ pub(super) async fn produce(State(s): State<Arc<Serve>>, Path(topic): Path<Strin
         Ok(f) => f,
         Err(message) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, message),
     };
-    let producer = s.producer.lock().await;
-    if let Err(e) = producer.send(&framed).await {
-        tracing::warn!(topic, records = framed.len(), error = format!("{e:#}"), "produce request aborted: none of its records is committed");
+    let n = framed.len();
+    // In its own task: a client that disconnects must not leave a transaction half done.
+    let state = s.clone();
+    let sent = tokio::spawn(async move {
+        let mut producer = state.producer.lock().await;
+        let result = producer.send(&framed).await;
+        if result.is_err() {
+            // Start the next request from a clean producer: a new one with the same
+            // transactional id fences this one and aborts whatever it left open.
+            match BatchProducer::new(&state.brokers, &state.transactional_id, Delivery::ExactlyOnce).await {
+                Ok(fresh) => *producer = fresh,
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "could not renew the transactional producer; the next request retries"),
+            }
+        }
+        result
+    })
+    .await
+    .unwrap_or_else(|e| Err(anyhow::anyhow!("produce task ended: {e}")));
+    if let Err(e) = sent {
+        if is_commit_outcome_unknown(&e) {
+            tracing::warn!(topic, records = n, error = format!("{e:#}"), "produce request: commit outcome unknown");
+            return json_error(StatusCode::GATEWAY_TIMEOUT, format!("the commit to {topic} failed and its outcome is unknown: the records may have been written; check before retrying: {e:#}"));
+        }
+        tracing::warn!(topic, records = n, error = format!("{e:#}"), "produce request aborted: none of its records is committed");
         let status = if is_record_too_large(&e) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::SERVICE_UNAVAILABLE };
         return json_error(status, format!("nothing produced to {topic} (the transaction was aborted): {e:#}"));
     }
-    (StatusCode::OK, Json(json!({"key_schema_id": key_id, "value_schema_id": value_id, "records": framed.len()}))).into_response()
+    (StatusCode::OK, Json(json!({"key_schema_id": key_id, "value_schema_id": value_id, "records": n}))).into_response()
 }
