@@ -69,8 +69,6 @@ struct TopicPolicy {
 
 struct Serve {
     registry: RegistryClient,
-    brokers: String,
-    transactional_id: String,
     /// One transaction at a time per producer: requests take turns.
     producer: tokio::sync::Mutex<BatchProducer>,
     /// The public input topics (namespaced) and how to write them.
@@ -103,8 +101,6 @@ pub async fn run(ep: &Endpoints, stack_dir: &std::path::Path, cfg: &ServeConfig)
     let lake = ep.lake_root()?;
     let state = Arc::new(Serve {
         registry: RegistryClient::new(&ep.registry_url),
-        brokers: ep.brokers.clone(),
-        transactional_id: transactional_id.clone(),
         producer: tokio::sync::Mutex::new(BatchProducer::new(&ep.brokers, &transactional_id, Delivery::ExactlyOnce).await?),
         public,
         catalog: CachedCatalog::new(&lake, Duration::from_secs_f64(cfg.sql_catalog_secs.max(0.0))),
