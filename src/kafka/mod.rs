@@ -16,6 +16,9 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// The largest record funnel's producers send (librdkafka's default `message.max.bytes`).
+pub const MAX_RECORD_BYTES: usize = 1_000_000;
+
 /// An idempotent producer; with `transactional_id` a transactional one.
 pub fn producer_config(brokers: &str, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = client_config(brokers);
@@ -25,7 +28,8 @@ pub fn producer_config(brokers: &str, transactional_id: Option<&str>) -> ClientC
         .set("compression.type", "none")
         // Java-compatible key hashing so other clients partition the same keys the same way.
         .set("partitioner", "murmur2_random")
-        .set("message.timeout.ms", "60000");
+        .set("message.timeout.ms", "60000")
+        .set("message.max.bytes", MAX_RECORD_BYTES.to_string());
     if let Some(id) = transactional_id {
         c.set("transactional.id", id).set("transaction.timeout.ms", "60000");
     }

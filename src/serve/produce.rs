@@ -83,6 +83,13 @@ pub(super) async fn produce(State(s): State<Arc<Serve>>, Path(topic): Path<Strin
         Ok(f) => f,
         Err(message) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, message),
     };
+    // A record the broker can never take is refused before anything is sent: all-or-nothing must
+    // not rest on the broker's abort alone (tansu has let aborted records reach read_committed
+    // readers).
+    let size = |r: &OutRecord| r.key.len() + r.value.as_ref().map_or(0, Vec::len) + 512;
+    if let Some((i, r)) = framed.iter().enumerate().find(|(_, r)| size(r) > crate::kafka::MAX_RECORD_BYTES) {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("record {i} is {} bytes, more than the broker takes ({}): nothing produced to {topic}", size(r) - 512, crate::kafka::MAX_RECORD_BYTES));
+    }
     let n = framed.len();
     // In its own task: a client that disconnects must not leave a transaction half done.
     let state = s.clone();
