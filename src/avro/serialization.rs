@@ -201,6 +201,19 @@ pub async fn decode_or_reason(registry: &RegistryClient, bytes: &[u8]) -> anyhow
     }
 }
 
+/// The primary-key column names of a CDC record, from its framed key's writer schema, with the
+/// classification of `decode_or_reason`: `Ok(Err(reason))` for a key that is missing, not framed,
+/// of an unknown schema or not a record (dead letter); `Err` only when the registry cannot be asked.
+pub async fn key_column_names(registry: &RegistryClient, key: Option<&[u8]>) -> anyhow::Result<Result<Vec<String>, String>> {
+    let Some(Ok((key_id, _))) = key.map(split) else { return Ok(Err("CDC record without an Avro key".into())) };
+    let schema = match registry.schema_by_id(key_id).await {
+        Ok(s) => s,
+        Err(e) if e.is_outage() => return Err(e.into()),
+        Err(e) => return Ok(Err(format!("key schema {key_id}: {e}"))),
+    };
+    Ok(super::arrow::columns_of_record(&schema).map(|c| c.into_iter().map(|c| c.name).collect()).map_err(|why| format!("key schema {key_id}: {why}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,14 +125,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
                         if !writers.contains_key(&topic) {
                             let schema = registry.schema_by_id(id).await?;
                             // Key columns come from the record key's schema (the primary key).
-                            let pk = match m.key().map(serialization::split) {
-                                Some(Ok((key_id, _))) => match registry.schema_by_id(key_id).await {
-                                    Ok(key_schema) => crate::avro::arrow::columns_of_record(&key_schema).map(|c| c.into_iter().map(|c| c.name).collect::<Vec<_>>()).map_err(|why| format!("key schema {key_id}: {why}")),
-                                    Err(e) if e.is_outage() => return Err(e.into()),
-                                    Err(e) => Err(format!("key schema {key_id}: {e}")),
-                                },
-                                _ => Err("no Avro record key".to_string()),
-                            };
+                            let pk = serialization::key_column_names(&registry, m.key()).await?;
                             match envelope_columns(&schema).map_err(|why| format!("schema {id}: {why}")).and_then(|cols| Ok((cols, pk?))) {
                                 Ok((cols, pk)) => {
                                     let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, pk, cfg.checkpoint_interval).await?;

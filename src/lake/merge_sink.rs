@@ -202,15 +202,9 @@ async fn apply(
             };
             if !writers.contains_key(&table.topic) {
                 let key = if table.key.is_empty() {
-                    let Some(Ok((key_id, _))) = m.key().map(serialization::split) else { return Ok(Err("CDC record without an Avro key".into())) };
-                    let key_schema = match registry.schema_by_id(key_id).await {
-                        Ok(s) => s,
-                        Err(e) if e.is_outage() => return Err(e.into()),
-                        Err(e) => return Ok(Err(format!("key schema {key_id}: {e}"))),
-                    };
-                    match columns_of_record(&key_schema) {
-                        Ok(cols) => cols.into_iter().map(|c| c.name).collect(),
-                        Err(why) => return Ok(Err(format!("key schema {key_id}: {why}"))),
+                    match serialization::key_column_names(registry, m.key()).await? {
+                        Ok(names) => names,
+                        Err(reason) => return Ok(Err(reason)),
                     }
                 } else {
                     table.key.clone()

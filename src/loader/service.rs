@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::{health, Loader};
-use crate::runtime::auth::{json_error, ApiCredentials};
+use crate::runtime::auth::ApiCredentials;
+use crate::runtime::http::json_error;
 
 pub fn router(loader: Arc<Loader>, creds: ApiCredentials) -> Router {
     let protected = Router::new()
@@ -55,10 +56,15 @@ async fn health_check(State(l): State<Arc<Loader>>) -> impl IntoResponse {
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
+/// 429: too many loads already waiting or running.
+fn busy(waiting: usize) -> axum::response::Response {
+    json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING))
+}
+
 async fn load(State(l): State<Arc<Loader>>) -> axum::response::Response {
     let id = l.new_load_id();
     if let Err(waiting) = l.jobs.try_queue(&id) {
-        return json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING));
+        return busy(waiting);
     }
     // The load runs in its own task: a client that goes away does not cancel it halfway
     // (its job would stay unfinished and its slot undropped).
@@ -76,7 +82,7 @@ async fn load(State(l): State<Arc<Loader>>) -> axum::response::Response {
 async fn load_async(State(l): State<Arc<Loader>>) -> axum::response::Response {
     let id = l.new_load_id();
     if let Err(waiting) = l.jobs.try_queue(&id) {
-        return json_error(StatusCode::TOO_MANY_REQUESTS, format!("{waiting} loads are already queued or running (at most {}); ask again when one finished", super::jobs::MAX_WAITING));
+        return busy(waiting);
     }
     let (loader, job) = (l.clone(), id.clone());
     tokio::spawn(async move {

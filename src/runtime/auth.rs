@@ -17,7 +17,9 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+
+use super::http::json_error;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -129,11 +131,6 @@ pub fn ensure_stack_token(stack_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     f.write_all(token.as_bytes())?;
     Ok(path)
-}
-
-/// The JSON error every funnel HTTP API answers with.
-pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(serde_json::json!({"error_code": status.as_u16(), "message": message.into()}))).into_response()
 }
 
 /// Middleware: 401 (with a Basic challenge, so a browser asks) unless the request carries the

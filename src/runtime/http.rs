@@ -6,7 +6,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::auth::json_error;
 use super::{health, metrics};
 
 /// `/health` from the processors' own reports.
@@ -18,6 +17,11 @@ pub fn health_router() -> Router {
                 (status, Json(serde_json::json!({"status": if status == StatusCode::OK {"ok"} else {"failing"}, "processors": health::snapshot()}))).into_response()
             }),
     )
+}
+
+/// The JSON error every funnel HTTP API answers with.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> axum::response::Response {
+    (status, Json(serde_json::json!({"error_code": status.as_u16(), "message": message.into()}))).into_response()
 }
 
 /// Request bodies larger than this get 413 unless a server sets its own limit.

@@ -26,7 +26,8 @@ use crate::config::Endpoints;
 use crate::kafka::batch_producer::{BatchProducer, Delivery};
 use crate::lake::query::{CachedCatalog, Limits};
 use crate::registry::RegistryClient;
-use crate::runtime::auth::{json_error, ApiCredentials};
+use crate::runtime::auth::ApiCredentials;
+use crate::runtime::http::json_error;
 use crate::topology::names::TopicNames;
 
 pub const DEFAULT_PORT: u16 = 5000;

@@ -22,7 +22,7 @@ use super::Serve;
 use crate::avro::serialization;
 use crate::kafka::batch_producer::{is_commit_outcome_unknown, is_record_too_large, OutRecord};
 use crate::registry::subject;
-use crate::runtime::auth::json_error;
+use crate::runtime::http::json_error;
 
 /// A JSON value as an Avro datum of `schema`, framed with `id`.
 fn encode_json(v: &JsonValue, id: u32, schema: &apache_avro::Schema) -> Result<Vec<u8>, String> {
@@ -86,9 +86,11 @@ pub(super) async fn produce(State(s): State<Arc<Serve>>, Path(topic): Path<Strin
     // A record the broker can never take is refused before anything is sent: all-or-nothing must
     // not rest on the broker's abort alone (tansu has let aborted records reach read_committed
     // readers).
-    let size = |r: &OutRecord| r.key.len() + r.value.as_ref().map_or(0, Vec::len) + 512;
-    if let Some((i, r)) = framed.iter().enumerate().find(|(_, r)| size(r) > crate::kafka::MAX_RECORD_BYTES) {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("record {i} is {} bytes, more than the broker takes ({}): nothing produced to {topic}", size(r) - 512, crate::kafka::MAX_RECORD_BYTES));
+    // Key and value, plus the framing librdkafka counts against message.max.bytes.
+    const OVERHEAD: usize = 512;
+    let sizes = framed.iter().map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len));
+    if let Some((i, bytes)) = sizes.enumerate().find(|(_, bytes)| bytes + OVERHEAD > crate::kafka::MAX_RECORD_BYTES) {
+        return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("record {i} is {bytes} bytes, more than the broker takes ({}): nothing produced to {topic}", crate::kafka::MAX_RECORD_BYTES));
     }
     let n = framed.len();
     // In its own task: a client that disconnects must not leave a transaction half done.

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::Serve;
 use crate::lake::query::{self, QueryError};
-use crate::runtime::auth::json_error;
+use crate::runtime::http::json_error;
 
 #[derive(serde::Deserialize)]
 pub(super) struct SqlQuery {
