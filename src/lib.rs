@@ -20,6 +20,7 @@ pub mod leads;
 pub mod loader;
 pub mod olist;
 pub mod registry;
+pub mod relay;
 pub mod retry;
 pub mod runtime;
 pub mod serve;

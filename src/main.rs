@@ -79,9 +79,10 @@ enum Command {
         /// API on --http-port), seller-metrics, leads (with its gold table), domain (olist CDC →
         /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), c360 (the SQL of
         /// sql/c360/ → enriched orders, consolidated customers, segments), lake (silver
-        /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis),
+        /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis), relay
+        /// (CDC of the relay tables and the intake of OMS events into relay.event.received.v1),
         /// passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "passthrough"])]
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "relay", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -111,6 +112,8 @@ enum Command {
         #[command(flatten)]
         c360: funnel::c360::C360Config,
         #[command(flatten)]
+        relay: funnel::relay::topics::RelayConfig,
+        #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
     /// Ask a running loader (`funnel run loader`) to re-snapshot the marketing tables; prints
@@ -139,6 +142,11 @@ enum Command {
     Serve {
         #[command(flatten)]
         cfg: funnel::serve::ServeConfig,
+    },
+    /// The sGTM / ad-platform events relay (`funnel relay serve --help`).
+    Relay {
+        #[command(subcommand)]
+        action: funnel::relay::cli::RelayAction,
     },
     /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
     /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
@@ -370,7 +378,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, relay, ns, passthrough_from, passthrough_to, loop_delivery } => {
             let c360_topics = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
@@ -437,6 +445,16 @@ async fn run(cli: Cli) -> Result<()> {
                         let (topics, cfg) = (c360_topics.clone(), c360.clone());
                         tasks.spawn(async move {
                             supervise(funnel::c360::CACHE_PROCESSOR, exit, || funnel::c360::cache::run(&ep.brokers, &ep.registry_url, &ep.redis_url, topics.clone(), &cfg.redis_prefix, false)).await
+                        });
+                    }
+                    "relay" => {
+                        let (cdc_cfg, topics) = (funnel::relay::run::cdc_config(&relay, cdc.delivery), funnel::relay::topics::RelayTopics::new(&relay, &ns.namespace));
+                        let ep2 = ep.clone();
+                        tasks.spawn(async move {
+                            supervise("relay-cdc", exit, || funnel::relay::run::run_cdc(&ep2.source_pg_url, &ep2.brokers, &ep2.registry_url, cdc_cfg.clone())).await.context("relay-cdc")
+                        });
+                        tasks.spawn(async move {
+                            supervise(funnel::relay::intake::PROCESSOR, exit, || funnel::relay::run::run_intake(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery)).await
                         });
                     }
                     "passthrough" => {
@@ -514,6 +532,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { cfg } => {
             shutdown::install();
             funnel::serve::run(&ep, &cli.dirs.state()?, &cfg).await
+        }
+        Command::Relay { action } => {
+            shutdown::install();
+            funnel::relay::cli::run(action, &ep, &cli.dirs.state()?).await
         }
         Command::Health => {
             let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;

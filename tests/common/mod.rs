@@ -58,6 +58,8 @@ pub struct Case {
     pub stack: Stack,
     /// The API token of this case's HTTP services (`FUNNEL_API_TOKEN` of every spawned funnel).
     pub token: String,
+    /// The relay's Fernet key (`ENCRYPTION_KEY` of every spawned funnel).
+    pub encryption_key: String,
     children: Vec<Child>,
 }
 
@@ -79,6 +81,7 @@ impl Case {
             lake: tempfile::tempdir().unwrap(),
             stack,
             token: format!("test-token-{name}-{stamp}-{:x}", std::process::id()),
+            encryption_key: fernet::Fernet::generate_key(),
             children: vec![],
         }
     }
@@ -91,6 +94,7 @@ impl Case {
             .env("FUNNEL_LAKE_DIR", self.lake.path())
             .env("FUNNEL_REDIS_URL", &self.stack.redis)
             .env("FUNNEL_API_TOKEN", &self.token)
+            .env("ENCRYPTION_KEY", &self.encryption_key)
             .env("FUNNEL_LOG", std::env::var("TEST_FUNNEL_LOG").unwrap_or("warn,funnel=info,deltalake_core::operations::merge=error".into()));
         c
     }
