@@ -453,8 +453,20 @@ async fn run(cli: Cli) -> Result<()> {
                         tasks.spawn(async move {
                             supervise("relay-cdc", exit, || funnel::relay::run::run_cdc(&ep2.source_pg_url, &ep2.brokers, &ep2.registry_url, cdc_cfg.clone())).await.context("relay-cdc")
                         });
+                        let (ep3, t3) = (ep.clone(), topics.clone());
                         tasks.spawn(async move {
-                            supervise(funnel::relay::intake::PROCESSOR, exit, || funnel::relay::run::run_intake(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery)).await
+                            supervise(funnel::relay::intake::PROCESSOR, exit, || funnel::relay::run::run_intake(&ep3.brokers, &ep3.registry_url, t3.clone(), loop_delivery)).await
+                        });
+                        let (ep4, t4) = (ep.clone(), topics.clone());
+                        tasks.spawn(async move {
+                            supervise(funnel::relay::route::PROCESSOR, exit, || funnel::relay::run::run_route(&ep4.brokers, &ep4.registry_url, t4.clone(), loop_delivery)).await
+                        });
+                        let (stack_dir, cfg) = (cli.dirs.state()?, relay.clone());
+                        tasks.spawn(async move {
+                            supervise(funnel::relay::deliver::PROCESSOR, exit, || {
+                                funnel::relay::run::run_deliver(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &stack_dir, cfg.clone(), topics.clone())
+                            })
+                            .await
                         });
                     }
                     "passthrough" => {

@@ -11,14 +11,19 @@
 //! - `destinations` — one module per destination.
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
+pub mod config_state;
 pub mod crypto;
 pub mod db;
+pub mod deliver;
+pub mod delivery;
 pub mod destinations;
 pub mod inbox;
 pub mod intake;
 pub mod metrics;
 pub mod oms;
+pub mod route;
 pub mod run;
 pub mod service;
 pub mod topics;

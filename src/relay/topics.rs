@@ -1,6 +1,8 @@
 //! The relay's topics: CDC of the `relay` tables (`<cdc prefix>.relay.<table>`) and the topics
 //! its processors own (namespaced like every processor's).
 
+use std::time::Duration;
+
 use crate::topology::names::TopicNames;
 
 /// The tables the relay's CDC connector captures (not the audit, which only the relay writes).
@@ -15,6 +17,42 @@ pub struct RelayConfig {
     /// Prefix of the relay tables' CDC topics: <prefix>.relay.<table>.
     #[arg(long = "relay-cdc-prefix", default_value = "cdc")]
     pub cdc_prefix: String,
+    /// Attempts per event and destination before it goes to the dead-letter topic.
+    #[arg(long = "max-retry-attempts", env = "MAX_RETRY_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
+    pub max_attempts: i32,
+    /// Wait before the second attempt; it doubles for each further one. Seconds ("60"), or
+    /// with a unit: "250ms", "60s", "2m".
+    #[arg(long = "retry-backoff-base", env = "RETRY_BACKOFF_BASE", default_value = "60", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Timeout of one request to a destination, in milliseconds.
+    #[arg(long = "relay-timeout-ms", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Requests in flight at once per delivery worker.
+    #[arg(long = "relay-concurrency", default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+impl RelayConfig {
+    pub fn backoff_base(&self) -> Duration {
+        self.backoff_base
+    }
+}
+
+/// "60" (seconds, as the original service's RETRY_BACKOFF_BASE), "250ms", "60s", "2m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (e.g. 60, 250ms, 60s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range (0 to 24 h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Clone, Debug)]
@@ -26,6 +64,9 @@ pub struct RelayTopics {
     pub platforms: String,
     pub credentials: String,
     pub received: String,
+    pub requested: String,
+    pub attempts: String,
+    pub dlq: String,
 }
 
 impl RelayTopics {
@@ -38,7 +79,16 @@ impl RelayTopics {
             platforms: names.cdc("relay.ad_analytics_platforms"),
             credentials: names.cdc("relay.platform_credentials"),
             received: names.owned("relay.event.received.v1"),
+            requested: names.owned("relay.delivery.requested.v1"),
+            attempts: names.owned("relay.attempt.v1"),
+            dlq: names.owned("relay.delivery.dlq.v1"),
             names,
         }
+    }
+
+    /// Where deliveries wait for their attempt `n` (≥ 2): one topic per attempt number, so
+    /// that every record of a topic waits the same and they come due in offset order.
+    pub fn retry(&self, n: i32) -> String {
+        self.names.owned(&format!("relay.delivery.retry.{n}.v1"))
     }
 }

@@ -44,6 +44,15 @@ pub type Outcome = Result<Vec<OutRecord>, String>;
 pub trait Transform: Send {
     fn process(&mut self, rec: &InRecord<'_>) -> impl std::future::Future<Output = Result<Outcome>> + Send;
 
+    /// The time (ms since the epoch) before which `rec` must not be processed, if it must wait.
+    /// The loop then stops its partition at that record — not processed, its offset not
+    /// committed — pauses the partition and resumes it when due: delayed retries and schedules
+    /// without sleeping in the loop. Records of one partition should come due in offset order
+    /// (one delay per topic), or a later-due record holds back the ones behind it.
+    fn not_before(&mut self, _rec: &InRecord<'_>) -> impl std::future::Future<Output = Result<Option<i64>>> + Send {
+        async { Ok(None) }
+    }
+
     /// Called once the batch's records were processed, before the commit: outputs that
     /// summarise the batch (one update per key the batch touched, not one per record).
     fn end_batch(&mut self) -> impl std::future::Future<Output = Result<Vec<OutRecord>>> + Send {
@@ -106,7 +115,10 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
     health::report(p, "running", cfg.inputs.join(","));
     tracing::info!(processor = p, inputs = ?cfg.inputs, delivery = cfg.delivery.as_str(), "processor running");
 
+    // Partitions stopped at a record that is not due yet: (topic, partition) → (offset, due ms).
+    let mut waiting: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     while !shutdown::requested() {
+        resume_due(&consumer, &mut waiting);
         // Collect a batch (no transaction is open while polling).
         let mut batch = vec![];
         let started = Instant::now();
@@ -118,7 +130,12 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                     metrics().errors.with_label_values(&[p, "consume"]).inc();
                     tracing::warn!(processor = p, error = %e, "consume error");
                 }
-                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Ok(m)) => {
+                    // A waiting partition's records are read again from its stop once resumed.
+                    if !waiting.contains_key(&(m.topic().to_string(), m.partition())) {
+                        batch.push(m.detach());
+                    }
+                }
             }
         }
         if batch.is_empty() {
@@ -133,8 +150,8 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             producer.begin_transaction().context("begin_transaction")?;
         }
         let result = process_batch(&cfg, &mut transform, &producer, &batch).await;
-        let next = match result {
-            Ok(next) => next,
+        let (next, deferred) = match result {
+            Ok(x) => x,
             Err(e) => {
                 metrics().errors.with_label_values(&[p, "batch"]).inc();
                 if transactional {
@@ -167,6 +184,14 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         }
         for ((t, part), o) in &next {
             lag::advance(&progress, t, *part, *o);
+        }
+        for ((t, part), (offset, due)) in deferred {
+            // Pause first, then rewind: the records after the stop are fetched again on resume.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&t, part);
+            consumer.pause(&tpl).with_context(|| format!("pausing {t}/{part}"))?;
+            consumer.seek(&t, part, Offset::Offset(offset), Duration::from_secs(10)).with_context(|| format!("rewinding {t}/{part} to {offset}"))?;
+            waiting.insert((t, part), (offset, due));
         }
         lag::advance_to_position(&progress, &consumer);
         metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
@@ -216,13 +241,33 @@ fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
     }))
 }
 
-/// Transform and produce one batch; returns the next offset per input partition.
-async fn process_batch<T: Transform>(
-    cfg: &LoopConfig,
-    transform: &mut T,
-    producer: &FutureProducer,
-    batch: &[rdkafka::message::OwnedMessage],
-) -> Result<HashMap<(String, i32), i64>> {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// Resume the waiting partitions whose stop record is due (a partition no longer assigned
+/// after a rebalance is simply forgotten: its new owner reads it from the committed offset).
+fn resume_due(consumer: &StreamConsumer, waiting: &mut HashMap<(String, i32), (i64, i64)>) {
+    let now = now_ms();
+    waiting.retain(|(t, p), (_, due)| {
+        if *due > now {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(t, *p);
+        if let Err(e) = consumer.resume(&tpl) {
+            tracing::debug!(topic = t, partition = p, error = %e, "resuming a waiting partition");
+        }
+        false
+    });
+}
+
+/// Positions after one batch: the next offset per input partition, and the partitions stopped
+/// at a record that is not due ((topic, partition) → (its offset, due ms)).
+type BatchPositions = (HashMap<(String, i32), i64>, HashMap<(String, i32), (i64, i64)>);
+
+/// Transform and produce one batch.
+async fn process_batch<T: Transform>(cfg: &LoopConfig, transform: &mut T, producer: &FutureProducer, batch: &[rdkafka::message::OwnedMessage]) -> Result<BatchPositions> {
     let p = cfg.processor.as_str();
     let mut pending = vec![];
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
@@ -236,9 +281,21 @@ async fn process_batch<T: Transform>(
         metrics().records_out.with_label_values(&[p, &out.topic]).inc();
         Ok(())
     };
+    let mut deferred: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+    let now = now_ms();
     for m in batch {
-        metrics().records_in.with_label_values(&[p, m.topic()]).inc();
         let rec = InRecord { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload(), timestamp_ms: m.timestamp().to_millis() };
+        let tp = (m.topic().to_string(), m.partition());
+        if deferred.contains_key(&tp) {
+            continue;
+        }
+        if let Some(due) = transform.not_before(&rec).await.with_context(|| format!("{p}: reading {}/{}/{}", m.topic(), m.partition(), m.offset()))? {
+            if due > now {
+                deferred.insert(tp, (m.offset(), due));
+                continue;
+            }
+        }
+        metrics().records_in.with_label_values(&[p, m.topic()]).inc();
         match transform.process(&rec).await.with_context(|| format!("{p}: processing {}/{}/{}", m.topic(), m.partition(), m.offset()))? {
             Ok(outs) => {
                 for (i, out) in outs.iter().enumerate() {
@@ -263,7 +320,7 @@ async fn process_batch<T: Transform>(
     for f in pending {
         f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
     }
-    Ok(next)
+    Ok((next, deferred))
 }
 
 /// Copies records unchanged: the baseline for benchmarks and a smoke test of the loop.

@@ -98,12 +98,13 @@ CREATE TRIGGER marketing_events_resolve_storefront BEFORE INSERT ON relay.market
 CREATE UNIQUE INDEX marketing_events_identity ON relay.marketing_events (storefront_code, event_type, event_id);
 CREATE INDEX marketing_events_status ON relay.marketing_events (status) WHERE status = 'pending';
 
--- Every delivery attempt (and every skip), written from relay.attempt.v1; attempt_id makes the
--- write idempotent. Secrets are redacted before a row is made.
+-- Every delivery attempt (and every skip), written by the delivery workers beside
+-- relay.attempt.v1; attempt_id makes the write idempotent. Secrets are redacted before a row is
+-- made. No foreign key: the audit must never stop delivery (an inbox row deleted by hand).
 CREATE TABLE relay.event_attempts (
     id                  bigserial    PRIMARY KEY,
     attempt_id          varchar(200) NOT NULL UNIQUE,
-    marketing_event_id  bigint       NOT NULL REFERENCES relay.marketing_events(id) ON DELETE CASCADE,
+    marketing_event_id  bigint       NOT NULL,
     destination         varchar(100) NOT NULL,
     attempt_number      integer      NOT NULL,
     status              varchar(20)  NOT NULL CHECK (status IN ('delivered', 'retrying', 'failed', 'skipped')),

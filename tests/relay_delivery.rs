@@ -1,0 +1,217 @@
+//! The relay end to end on the local stack: OMS events posted and inserted directly reach a
+//! local sGTM stand-in through CDC, the router and the delivery workers, in the exact request
+//! format of each sGTM client; 5xx answers are retried after the backoff, a 400 is dead-lettered
+//! after one try, a kill switch stops delivery at its level, every attempt is audited.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value as Json};
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    query: HashMap<String, String>,
+    headers: HashMap<String, String>,
+    body: Json,
+    answered: u16,
+}
+
+/// A stand-in for the storefronts' sGTM containers: records every request; answers 503 to the
+/// first request of each event id, 200 after, and 400 to order BAD1.
+async fn sink() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let log = log.clone();
+        async move {
+            let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+            let event_id = body["event_id"].as_str().or(body["events"][0]["params"]["event_id"].as_str()).unwrap_or_default().to_string();
+            let mut log = log.lock().unwrap();
+            let before = log.iter().filter(|r| r.body["event_id"].as_str().or(r.body["events"][0]["params"]["event_id"].as_str()) == Some(&event_id)).count();
+            let status = if event_id.ends_with("BAD1") { 400 } else if before == 0 { 503 } else { 200 };
+            log.push(Received {
+                path: uri.path().to_string(),
+                query: url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect(),
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect(),
+                body,
+                answered: status,
+            });
+            (axum::http::StatusCode::from_u16(status).unwrap(), "{\"ok\":true}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+fn basic(case: &Case) -> reqwest::Client {
+    use base64::Engine;
+    let mut headers = reqwest::header::HeaderMap::new();
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("funnel:{}", case.token));
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+async fn statuses(pg: &tokio_postgres::Client) -> HashMap<String, String> {
+    let rows = pg.query("SELECT storefront_code || '/' || event_type || '/' || event_id, status FROM relay.marketing_events", &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+async fn wait_final(pg: &tokio_postgres::Client, n: usize, timeout: Duration, case: &Case) -> HashMap<String, String> {
+    let t0 = Instant::now();
+    loop {
+        let s = statuses(pg).await;
+        if s.len() >= n && s.values().all(|v| v != "pending") {
+            return s;
+        }
+        if t0.elapsed() > timeout {
+            panic!("events not final after {timeout:?}: {s:?}\n{}", case.log("relay"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an_audit() {
+    let mut case = Case::new("relayflow").await;
+    let (sink_url, received) = sink().await;
+    let port = free_port();
+    case.spawn(&["relay", "serve", "--port", &port.to_string()].map(String::from), "relay-serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = basic(&case);
+    wait_for(Duration::from_secs(60), "relay serve", || async { matches!(http.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200) }).await;
+    let admin = |p: &str| format!("{base}/admin/v1/{p}");
+    for (code, body) in [
+        ("bosley", json!({"sgtm_url": format!("{sink_url}/bosley"), "client_type": "ga4", "measurement_id": "G-BOSLEY", "api_secret": "ga4-secret-bosley-77"})),
+        ("pfizer", json!({"sgtm_url": format!("{sink_url}/pfizer"), "client_type": "custom", "custom_endpoint_path": "/events", "custom_headers": {"X-Stape-Key": "stape-key-pfizer-88"}})),
+    ] {
+        let r = http.post(admin("storefronts")).json(&json!({"code": code, "name": code})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let mut b = body;
+        b["storefront_code"] = json!(code);
+        let r = http.post(admin("sgtm-configs")).json(&b).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let ns = case.prefix.clone();
+    let args: Vec<String> = ["run", "relay", "--http-port", "0", "--relay-cdc-name", &case.name, "--relay-cdc-prefix", &case.prefix, "--namespace", &ns, "--retry-backoff-base", "300ms", "--max-retry-attempts", "3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    case.spawn(&args, "relay");
+
+    // Posted: the documented sample (bosley ×2, pfizer ×1) and an event the sink refuses.
+    let sample: Json = serde_json::from_str(include_str!("fixtures/relay/oms-batch-sample.json")).unwrap();
+    let r: Json = http.post(format!("{base}/v1/events")).json(&sample).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["accepted"], 3, "{r}");
+    let bad = json!({"count": 1, "data": [{"storefront_id": "pfizer", "event_name": "rx_issued", "event_time": "2026-01-15T11:00:00Z", "order_id": "BAD1"}]});
+    assert_eq!(http.post(format!("{base}/v1/events")).json(&bad).send().await.unwrap().status(), 200);
+    // Inserted directly, by storefront code and by id, as the OMS's documented SQL does.
+    let pg = case.pg().await;
+    pg.batch_execute(
+        "INSERT INTO relay.marketing_events (event_id, storefront_code, event_type, event_payload, source_system, status) \
+           VALUES ('D100', 'bosley', 'purchase_completed', '{\"order_id\": \"D100\", \"order_revenue\": 80.79, \"utm_source\": \"google\"}', 'oms_direct', 'pending'); \
+         INSERT INTO relay.marketing_events (event_id, storefront_id, event_type, event_payload, source_system, status) \
+           SELECT 'D200', id, 'consult_started', '{\"order_id\": \"D200\"}', 'oms_direct', 'pending' FROM relay.storefronts WHERE code = 'pfizer';",
+    )
+    .await
+    .unwrap();
+
+    let s = wait_final(&pg, 6, Duration::from_secs(120), &case).await;
+    let want: HashMap<String, String> = [
+        ("bosley/consult_started/2025010100001111", "delivered"),
+        ("pfizer/rx_issued/2025010100002222", "delivered"),
+        ("bosley/purchase_completed/2025020100003333", "delivered"),
+        ("pfizer/rx_issued/BAD1", "failed"),
+        ("bosley/purchase_completed/D100", "delivered"),
+        ("pfizer/consult_started/D200", "delivered"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(s, want);
+
+    // Each delivered event reached its container exactly once with a 200 (after one 503), in
+    // its client's format.
+    let got = received.lock().unwrap().clone();
+    let ok_per_id = |id: &str| got.iter().filter(|r| r.answered == 200 && (r.body["event_id"] == id || r.body["events"][0]["params"]["event_id"] == id)).count();
+    for id in ["consult_started_2025010100001111", "rx_issued_2025010100002222", "purchase_completed_2025020100003333", "purchase_completed_D100", "consult_started_D200"] {
+        assert_eq!(ok_per_id(id), 1, "{id} delivered once: {got:#?}");
+    }
+    let purchase = got.iter().find(|r| r.answered == 200 && r.body["events"][0]["params"]["event_id"] == "purchase_completed_2025020100003333").unwrap();
+    assert_eq!(purchase.path, "/bosley/mp/collect");
+    assert_eq!((purchase.query["measurement_id"].as_str(), purchase.query["api_secret"].as_str()), ("G-BOSLEY", "ga4-secret-bosley-77"));
+    let ev = &purchase.body["events"][0];
+    assert_eq!(ev["name"], "purchase");
+    assert_eq!((ev["params"]["transaction_id"].as_str(), ev["params"]["value"].as_f64(), ev["params"]["currency"].as_str()), (Some("2025020100003333"), Some(80.79), Some("USD")));
+    assert_eq!((ev["params"]["session_id"].as_str(), ev["params"]["source"].as_str()), (Some("sess_456"), Some("google")));
+    assert_eq!(purchase.body["timestamp_micros"], 1_768_472_700_000_000i64, "the order's time, in microseconds");
+    assert_eq!(purchase.body["client_id"], "sess_456");
+    let custom = got.iter().find(|r| r.answered == 200 && r.body["event_id"] == "rx_issued_2025010100002222").unwrap();
+    assert_eq!(custom.path, "/pfizer/events");
+    assert_eq!(custom.headers.get("x-stape-key").map(String::as_str), Some("stape-key-pfizer-88"));
+    assert_eq!((custom.body["t-value"].as_str(), custom.body["event_name"].as_str(), custom.body["storefront"].as_str()), (Some("pfizeraffiliate_0123"), Some("rx_issued"), Some("pfizer")));
+    assert_eq!(custom.body["event_time"], "2026-01-15T10:20:30+00:00");
+    assert_eq!(got.iter().filter(|r| r.body["event_id"] == "rx_issued_BAD1").count(), 1, "a 400 is not retried");
+
+    // The audit: a retrying attempt then a delivered one, at least the backoff apart.
+    let rows = pg
+        .query(
+            "SELECT a.attempt_number, a.status, a.status_code, a.error_class, a.attempted_at FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id \
+             WHERE m.event_id = '2025020100003333' ORDER BY a.attempt_number",
+            &[],
+        )
+        .await
+        .unwrap();
+    let audit: Vec<(i32, String, Option<i32>, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    assert_eq!(audit, vec![(1, "retrying".into(), Some(503), Some("http_5xx".into())), (2, "delivered".into(), Some(200), None)]);
+    let gap = rows[1].get::<_, chrono::DateTime<chrono::Utc>>(4) - rows[0].get::<_, chrono::DateTime<chrono::Utc>>(4);
+    assert!(gap.num_milliseconds() >= 300, "the retry waited the backoff: {gap}");
+    let failed: Vec<(i32, String, Option<i32>, Option<String>)> = pg
+        .query("SELECT a.attempt_number, a.status, a.status_code, a.error_class FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = 'BAD1'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(failed, vec![(1, "failed".into(), Some(400), Some("rejected".into()))]);
+    let dlq = case.topic_json(&format!("{ns}.relay.delivery.dlq.v1")).await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!((dlq[0]["event_id"].as_str(), dlq[0]["attempts"].as_array().map(Vec::len)), (Some("rx_issued_BAD1"), Some(1)));
+
+    // Kill switch: the sGTM config off → a new event is skipped at that level, within 5 s.
+    let cfg_id = http.get(admin("sgtm-configs")).send().await.unwrap().json::<Json>().await.unwrap()["sgtm_configs"][0]["id"].as_i64().unwrap();
+    let off = Instant::now();
+    assert_eq!(http.patch(admin(&format!("sgtm-configs/{cfg_id}"))).json(&json!({"is_active": false})).send().await.unwrap().status(), 200);
+    let new = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "page_view", "event_time": "2026-01-15T12:00:00Z", "order_id": "K1"}]});
+    http.post(format!("{base}/v1/events")).json(&new).send().await.unwrap();
+    let s = wait_final(&pg, 7, Duration::from_secs(60), &case).await;
+    assert_eq!(s["bosley/page_view/K1"], "skipped");
+    let level: Option<String> = pg.query_one("SELECT a.skipped_level FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = 'K1'", &[]).await.unwrap().get(0);
+    assert_eq!(level.as_deref(), Some("sgtm_config"));
+    // The switch, the post, CDC, routing and the skip's audit row, all within the 5 s claimed.
+    println!("sgtm_config switched off → next event skipped and audited in {:?}", off.elapsed());
+    assert!(off.elapsed() < Duration::from_secs(5), "switch took effect in {:?}", off.elapsed());
+    assert_eq!(received.lock().unwrap().iter().filter(|r| r.body["events"][0]["params"]["event_id"] == "page_view_K1").count(), 0);
+    // Back on: new events are delivered again.
+    http.patch(admin(&format!("sgtm-configs/{cfg_id}"))).json(&json!({"is_active": true})).send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let new = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "page_view", "event_time": "2026-01-15T12:00:00Z", "order_id": "K2"}]});
+    http.post(format!("{base}/v1/events")).json(&new).send().await.unwrap();
+    let s = wait_final(&pg, 8, Duration::from_secs(60), &case).await;
+    assert_eq!(s["bosley/page_view/K2"], "delivered");
+
+    // No secret in the logs, the audit or the topics.
+    let audit_text: String = pg.query("SELECT coalesce(string_agg(coalesce(response_excerpt, '') || coalesce(error_class, ''), ' '), '') FROM relay.event_attempts", &[]).await.unwrap()[0].get(0);
+    let topics_text = format!("{:?}{:?}", case.topic_json(&format!("{ns}.relay.attempt.v1")).await, dlq);
+    for secret in ["ga4-secret-bosley-77", "stape-key-pfizer-88"] {
+        for (what, text) in [("relay log", case.log("relay")), ("serve log", case.log("relay-serve")), ("audit", audit_text.clone()), ("topics", topics_text.clone())] {
+            assert!(!text.contains(secret), "{secret} in the {what}");
+        }
+    }
+}
