@@ -234,10 +234,12 @@ impl Transform for Deliverer {
                 group_events.push(vec![]);
                 continue;
             };
-            let (sendable, too_old): (Vec<Delivery>, Vec<Delivery>) = events.into_iter().partition(|d| adapter.precheck(d, now).is_none());
-            for d in too_old {
-                let why = adapter.precheck(&d, now).unwrap_or_default();
-                outcomes.push((d, Outcome1::bare(Verdict::Permanent { class: "too_old" }, why)));
+            let mut sendable = vec![];
+            for d in events {
+                match adapter.precheck(&d, now) {
+                    Some((class, why)) => outcomes.push((d, Outcome1::bare(Verdict::Permanent { class }, why))),
+                    None => sendable.push(d),
+                }
             }
             let settings = match self.settings(&route) {
                 Ok(s) => s,

@@ -4,7 +4,13 @@
 //! that destination's rules (a body code, per-event statuses), not by HTTP status alone.
 //! Adding a platform is adding one file and one line in `adapter`.
 
+pub mod ga4;
+pub mod identity;
+pub mod meta;
+pub mod pinterest;
 pub mod sgtm;
+pub mod snapchat;
+pub mod tiktok;
 
 use std::time::Duration;
 
@@ -88,9 +94,10 @@ pub trait Destination: Send + Sync {
     /// The platform code (`sgtm`, `meta_capi`, …).
     fn name(&self) -> &'static str;
 
-    /// A reason the event can never be delivered here, decided before any request (an event
-    /// older than the platform accepts): a permanent failure after zero requests.
-    fn precheck(&self, _event: &Delivery, _now_ms: i64) -> Option<String> {
+    /// Why the event can never be delivered here, decided before any request (an event older
+    /// than the platform accepts, no identifier it requires): (error class, reason), a
+    /// permanent failure after zero requests — one bad event must not sink a whole batch.
+    fn precheck(&self, _event: &Delivery, _now_ms: i64) -> Option<(&'static str, String)> {
         None
     }
 
@@ -121,6 +128,11 @@ pub fn by_status(r: &Response<'_>) -> Verdict {
 pub fn adapter(code: &str) -> Option<Box<dyn Destination>> {
     match code {
         SGTM => Some(Box::new(sgtm::Sgtm)),
+        "meta_capi" => Some(Box::new(meta::Meta)),
+        "ga4" => Some(Box::new(ga4::Ga4)),
+        "tiktok" => Some(Box::new(tiktok::TikTok)),
+        "snapchat" => Some(Box::new(snapchat::Snapchat)),
+        "pinterest" => Some(Box::new(pinterest::Pinterest)),
         _ => None,
     }
 }
@@ -143,3 +155,49 @@ pub fn redact(text: &str, secrets: &[&str], max: usize) -> String {
     }
     out
 }
+
+/// The API's base URL: the credential's `api_base_url` (a gateway, a test server) or the
+/// platform's own.
+pub fn base_url<'a>(s: &'a Settings, default: &'a str) -> &'a str {
+    s.text("api_base_url").unwrap_or(default).trim_end_matches('/')
+}
+
+/// The currency of a value: the event's, else the credential's `currency`, else USD.
+pub fn currency(s: &Settings, p: &Map<String, Value>) -> String {
+    p.get("currency").and_then(Value::as_str).or(s.text("currency")).unwrap_or("USD").to_uppercase()
+}
+
+/// The event's time in Unix seconds, a future time clamped to now (platforms reject the future).
+pub fn unix_seconds(e: &Delivery, now_ms: i64) -> i64 {
+    (e.event_time_us / 1_000_000).min(now_ms / 1000)
+}
+
+/// `Some((too_old, reason))` when the event is older than `max_secs`.
+pub fn too_old(e: &Delivery, now_ms: i64, max_secs: i64, platform: &str, limit: &str) -> Option<(&'static str, String)> {
+    let age = now_ms / 1000 - e.event_time_us / 1_000_000;
+    (age > max_secs).then(|| ("too_old", format!("{platform} takes events at most {limit} old; this one is {} h old", age / 3600)))
+}
+
+/// The secret, or the configuration error naming it.
+pub fn secret<'a>(s: &'a Settings, platform: &str) -> Result<&'a str, String> {
+    s.secret.as_ref().map(Secret::expose).filter(|x| !x.is_empty()).ok_or_else(|| format!("{platform}: the credential has no secret"))
+}
+
+/// A setting the credential must have.
+pub fn setting<'a>(s: &'a Settings, key: &str, platform: &str) -> Result<&'a str, String> {
+    s.text(key).ok_or_else(|| format!("{platform}: the credential has no config.{key}"))
+}
+
+/// Consecutive chunks of at most `max` events, as (indexes into the batch) lists.
+pub fn chunks(n: usize, max: usize) -> Vec<Vec<usize>> {
+    (0..n).collect::<Vec<_>>().chunks(max.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// A JSON POST.
+pub fn json_request(url: String, mut headers: Vec<(String, String)>, body: &Value, events: Vec<usize>) -> Request {
+    headers.push(("content-type".into(), "application/json".into()));
+    Request { url, headers, body: body.to_string().into_bytes(), events }
+}
+
+#[cfg(test)]
+mod tests;
