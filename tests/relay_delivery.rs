@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,18 +23,27 @@ struct Received {
 }
 
 /// A stand-in for the storefronts' sGTM containers: records every request; answers 503 to the
-/// first request of each event id, 200 after, and 400 to order BAD1.
-async fn sink() -> (String, Arc<Mutex<Vec<Received>>>) {
+/// first request of each event id, 200 after, and 400 to order BAD1 until `fixed` is set.
+async fn sink() -> (String, Arc<Mutex<Vec<Received>>>, Arc<AtomicBool>) {
     let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let fixed = Arc::new(AtomicBool::new(false));
     let log = seen.clone();
+    let repaired = fixed.clone();
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
         let log = log.clone();
+        let repaired = repaired.clone();
         async move {
             let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
             let event_id = body["event_id"].as_str().or(body["events"][0]["params"]["event_id"].as_str()).unwrap_or_default().to_string();
             let mut log = log.lock().unwrap();
             let before = log.iter().filter(|r| r.body["event_id"].as_str().or(r.body["events"][0]["params"]["event_id"].as_str()) == Some(&event_id)).count();
-            let status = if event_id.ends_with("BAD1") { 400 } else if before == 0 { 503 } else { 200 };
+            let status = if event_id.ends_with("BAD1") && !repaired.load(Ordering::SeqCst) {
+                400
+            } else if before == 0 {
+                503
+            } else {
+                200
+            };
             log.push(Received {
                 path: uri.path().to_string(),
                 query: url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect(),
@@ -47,7 +57,7 @@ async fn sink() -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, seen)
+    (base, seen, fixed)
 }
 
 fn basic(case: &Case) -> reqwest::Client {
@@ -80,7 +90,7 @@ async fn wait_final(pg: &tokio_postgres::Client, n: usize, timeout: Duration, ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an_audit() {
     let mut case = Case::new("relayflow").await;
-    let (sink_url, received) = sink().await;
+    let (sink_url, received, fixed) = sink().await;
     let port = free_port();
     case.spawn(&["relay", "serve", "--port", &port.to_string()].map(String::from), "relay-serve");
     let base = format!("http://127.0.0.1:{port}");
@@ -183,6 +193,20 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
     let dlq = case.topic_json(&format!("{ns}.relay.delivery.dlq.v1")).await;
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     assert_eq!((dlq[0]["event_id"].as_str(), dlq[0]["attempts"].as_array().map(Vec::len)), (Some("rx_issued_BAD1"), Some(1)));
+
+    // Once the sink is fixed, replay-dlq sends the dead letter again and it is delivered.
+    fixed.store(true, Ordering::SeqCst);
+    let out = case.run_ok(&["relay", "replay-dlq", "--relay-cdc-prefix", &case.prefix, "--namespace", &ns]);
+    assert!(out.contains("1 dead-lettered deliveries sent again"), "{out}");
+    let t0 = Instant::now();
+    while statuses(&pg).await["pfizer/rx_issued/BAD1"] != "delivered" {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the replayed dead letter was not delivered: {:?}", statuses(&pg).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = case.run_ok(&["relay", "replay-dlq", "--relay-cdc-prefix", &case.prefix, "--namespace", &ns]);
+    assert!(again.contains("0 dead-lettered deliveries sent again"), "a dead letter is replayed once: {again}");
+    let bad_ok = received.lock().unwrap().iter().filter(|r| r.body["event_id"] == "rx_issued_BAD1" && r.answered == 200).count();
+    assert_eq!(bad_ok, 1);
 
     // Kill switch: the sGTM config off → a new event is skipped at that level, within 5 s.
     let cfg_id = http.get(admin("sgtm-configs")).send().await.unwrap().json::<Json>().await.unwrap()["sgtm_configs"][0]["id"].as_i64().unwrap();

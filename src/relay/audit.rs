@@ -2,24 +2,32 @@
 //! Written by the delivery workers before they commit their input offsets, idempotently
 //! (`attempt_id`), so a re-processed batch writes nothing twice.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 
 use super::delivery::Attempt;
 
-/// The (event, destination) pairs among `events` that already have a final attempt —
-/// delivered, failed or skipped: a re-sent request for one of them is not sent again.
-pub async fn finished(c: &tokio_postgres::Client, events: &[i64]) -> Result<HashSet<(i64, String)>, tokio_postgres::Error> {
+/// The latest final status (delivered, failed or skipped) of each (event, destination) among
+/// `events` that has one: a re-sent request for it is not sent again — except a failed one
+/// that `replay-dlq` sends back.
+pub async fn finished(c: &tokio_postgres::Client, events: &[i64]) -> Result<HashMap<(i64, String), String>, tokio_postgres::Error> {
     if events.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
-    let rows = c.query("SELECT marketing_event_id, destination FROM relay.event_attempts WHERE marketing_event_id = ANY($1) AND status <> 'retrying'", &[&events]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    let rows = c
+        .query(
+            "SELECT DISTINCT ON (marketing_event_id, destination) marketing_event_id, destination, status FROM relay.event_attempts \
+             WHERE marketing_event_id = ANY($1) AND status <> 'retrying' ORDER BY marketing_event_id, destination, attempted_at DESC, id DESC",
+            &[&events],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
 }
 
-/// Record the attempts, then close the events whose every planned destination has ended:
-/// `failed` if one failed, else `delivered` if one was delivered, else `skipped`.
+/// Record the attempts, then close the events whose every planned destination has ended, by
+/// each destination's latest final attempt: `failed` if one failed, else `delivered` if one was
+/// delivered, else `skipped` (a replayed delivery turns a failed event delivered).
 pub async fn record(c: &tokio_postgres::Client, attempts: &[Attempt]) -> Result<(), tokio_postgres::Error> {
     if attempts.is_empty() {
         return Ok(());
@@ -49,10 +57,12 @@ pub async fn record(c: &tokio_postgres::Client, attempts: &[Attempt]) -> Result<
     let (pks, counts): (Vec<i64>, Vec<i32>) = planned.into_iter().unzip();
     c.execute(
         "UPDATE relay.marketing_events m SET status = x.status, updated_at = now() FROM ( \
-           SELECT a.marketing_event_id AS id, p.planned, count(DISTINCT a.destination) AS finals, \
+           SELECT a.marketing_event_id AS id, p.planned, count(*) AS finals, \
                   CASE WHEN bool_or(a.status = 'failed') THEN 'failed' WHEN bool_or(a.status = 'delivered') THEN 'delivered' ELSE 'skipped' END AS status \
-           FROM relay.event_attempts a JOIN unnest($1::bigint[], $2::int[]) AS p(id, planned) ON p.id = a.marketing_event_id \
-           WHERE a.status <> 'retrying' GROUP BY a.marketing_event_id, p.planned) x \
+           FROM (SELECT DISTINCT ON (marketing_event_id, destination) marketing_event_id, destination, status FROM relay.event_attempts \
+                 WHERE marketing_event_id = ANY($1) AND status <> 'retrying' ORDER BY marketing_event_id, destination, attempted_at DESC, id DESC) a \
+           JOIN unnest($1::bigint[], $2::int[]) AS p(id, planned) ON p.id = a.marketing_event_id \
+           GROUP BY a.marketing_event_id, p.planned) x \
          WHERE m.id = x.id AND x.finals >= x.planned AND m.status IS DISTINCT FROM x.status",
         &[&pks, &counts],
     )

@@ -26,6 +26,15 @@ pub enum RelayAction {
     },
     /// Apply the relay schema's pending migrations and exit.
     Migrate,
+    /// Send the dead-lettered deliveries (relay.delivery.dlq.v1) again, once the cause is
+    /// fixed: each one not replayed before goes back to relay.delivery.requested.v1 as a new
+    /// round of attempts (the running delivery workers send it). Prints the count per destination.
+    ReplayDlq {
+        #[command(flatten)]
+        relay: super::topics::RelayConfig,
+        #[command(flatten)]
+        ns: crate::topology::names::NamespaceArg,
+    },
     /// Key rotation: re-encrypt every stored secret under the first key of ENCRYPTION_KEY
     /// ("new,old"); afterwards the old key can be removed.
     Rekey,
@@ -37,6 +46,18 @@ pub async fn run(action: RelayAction, ep: &Endpoints, stack_dir: &std::path::Pat
         RelayAction::Migrate => {
             let applied = super::db::migrate(&ep.source_pg_url).await?;
             println!("relay schema: {} migration(s) applied, {} known", applied.len(), super::db::MIGRATIONS.len());
+            Ok(())
+        }
+        RelayAction::ReplayDlq { relay, ns } => {
+            let topics = super::topics::RelayTopics::new(&relay, &ns.namespace);
+            let counts = super::replay::replay_dlq(&ep.brokers, &ep.registry_url, &topics).await?;
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec!["destination", "replayed"]);
+            for (d, n) in &counts {
+                table.add_row(vec![d.clone(), n.to_string()]);
+            }
+            println!("{table}");
+            println!("{} dead-lettered deliveries sent again to {}", counts.values().sum::<u64>(), topics.requested);
             Ok(())
         }
         RelayAction::Rekey => {

@@ -202,7 +202,12 @@ impl Transform for Deliverer {
         let mut groups: Vec<(Route, Vec<Delivery>)> = vec![];
         for d in batch {
             let id = (d.event_pk, d.destination.clone());
-            if finished.contains(&id) || !seen.insert(id) {
+            let done = match finished.get(&id).map(String::as_str) {
+                Some("failed") => d.replay == 0,
+                Some(_) => true,
+                None => false,
+            };
+            if done || !seen.insert(id) {
                 metrics().deliveries.with_label_values(&[&d.destination, "duplicate_skipped"]).inc();
                 continue;
             }

@@ -40,6 +40,8 @@ pub struct Delivery {
     pub planned: i32,
     pub attempt: i32,
     pub not_before_ms: i64,
+    /// 0 for the first round; n after the n-th `replay-dlq`.
+    pub replay: i32,
     pub note: Option<String>,
     pub attempts: Vec<AttemptSummary>,
 }
@@ -64,6 +66,7 @@ impl Delivery {
             planned,
             attempt: 1,
             not_before_ms: 0,
+            replay: 0,
             note,
             attempts: vec![],
         }
@@ -101,6 +104,7 @@ impl Delivery {
             ("planned".into(), Value::Int(self.planned)),
             ("attempt".into(), Value::Int(self.attempt)),
             ("not_before".into(), Value::TimestampMillis(self.not_before_ms)),
+            ("replay".into(), Value::Int(self.replay)),
             ("note".into(), opt_text(&self.note)),
             ("attempts".into(), Value::Array(attempts)),
         ])
@@ -140,6 +144,7 @@ impl Delivery {
             planned: l("planned")? as i32,
             attempt: l("attempt")? as i32,
             not_before_ms: l("not_before")?,
+            replay: long(field(f, "replay")).unwrap_or_default() as i32,
             note: text(field(f, "note")).map(str::to_string),
             attempts,
         })
@@ -175,6 +180,7 @@ pub struct Attempt {
     pub destination: String,
     pub event_id: String,
     pub attempt_number: i32,
+    pub replay: i32,
     pub status: Status,
     pub status_code: Option<i32>,
     pub latency_ms: Option<i32>,
@@ -187,7 +193,10 @@ pub struct Attempt {
 
 impl Attempt {
     pub fn attempt_id(&self) -> String {
-        format!("{}/{}/{}", self.event_pk, self.destination, self.attempt_number)
+        match self.replay {
+            0 => format!("{}/{}/{}", self.event_pk, self.destination, self.attempt_number),
+            r => format!("{}/{}/r{r}/{}", self.event_pk, self.destination, self.attempt_number),
+        }
     }
 
     pub fn of(d: &Delivery, status: Status, at_ms: i64) -> Self {
@@ -197,6 +206,7 @@ impl Attempt {
             destination: d.destination.clone(),
             event_id: d.event_id.clone(),
             attempt_number: d.attempt,
+            replay: d.replay,
             status,
             status_code: None,
             latency_ms: None,
@@ -220,6 +230,7 @@ impl Attempt {
             ("destination".into(), Value::String(self.destination.clone())),
             ("event_id".into(), Value::String(self.event_id.clone())),
             ("attempt_number".into(), Value::Int(self.attempt_number)),
+            ("replay".into(), Value::Int(self.replay)),
             ("status".into(), Value::Enum(self.status.index(), self.status.as_str().into())),
             ("status_code".into(), nullable(self.status_code.map(Value::Int))),
             ("latency_ms".into(), nullable(self.latency_ms.map(Value::Int))),

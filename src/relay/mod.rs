@@ -23,6 +23,7 @@ pub mod inbox;
 pub mod intake;
 pub mod metrics;
 pub mod oms;
+pub mod replay;
 pub mod route;
 pub mod run;
 pub mod service;

@@ -24,6 +24,7 @@ fn event(n: usize, payload: Value) -> Delivery {
         planned: 1,
         attempt: 1,
         not_before_ms: 0,
+        replay: 0,
         note: None,
         attempts: vec![],
     }
