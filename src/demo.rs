@@ -16,11 +16,11 @@ const DEMO_REDIS_PREFIX: &str = "c360";
 
 pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir: Option<PathBuf>, synthetic_scale: u32) -> Result<()> {
     let started = Instant::now();
-    println!("\n== 1/5 local stack");
+    println!("\n== 1/6 local stack");
     stack::up(dirs).await?;
     stack::stop_processors(dirs)?;
 
-    println!("\n== 2/5 seed the olist database ({})", match &data_dir {
+    println!("\n== 2/6 seed the olist database ({})", match &data_dir {
         Some(d) => format!("real Olist files from {}, missing tables generated", d.display()),
         None => format!("synthetic, {synthetic_scale}k orders"),
     });
@@ -28,13 +28,16 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let source_rows: u64 = report.tables.iter().map(|t| t.1).sum();
     println!("loaded {source_rows} rows into {} tables", report.tables.len());
 
-    println!("\n== 3/5 topics and schemas from topology/");
+    println!("\n== 3/6 topics and schemas from topology/");
     // A fresh source means a fresh pipeline: drop the previous run's slot, topics and lake.
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "olist").await?;
+    crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "relay").await?;
+    // The relay's tables too (its processors migrate them again at start).
+    db::connect(&ep.source_pg_url).await?.batch_execute("DROP PUBLICATION IF EXISTS funnel_relay; DROP SCHEMA IF EXISTS relay CASCADE").await.context("clearing the relay schema")?;
     let stale: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?
         .into_iter()
         .filter(|t| {
-            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing.", "dom."].iter().any(|p| t.starts_with(p))
+            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing.", "dom.", "cdc.relay.", "relay."].iter().any(|p| t.starts_with(p))
         })
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
@@ -52,7 +55,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
     println!(
-        "\n== 4/5 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
+        "\n== 4/6 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
         dirs.state()?.display()
     );
     // The HTTP services (loader API, serve) take the token `stack up` wrote.
@@ -87,7 +90,10 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     })
     .await?;
 
-    println!("\n== 5/5 summary");
+    println!("\n== 5/6 events relay: OMS sample → inbox → CDC → router → delivery (sGTM ga4 + custom clients, Meta CAPI; logs relay.log, relay-serve.log)");
+    crate::relay::demo::run(ep, dirs, &funnel).await?;
+
+    println!("\n== 6/6 summary");
     crate::summary::print(ep, "olist").await?;
     crate::summary::print_leads(&lake).await?;
     crate::summary::print_domain(&ep.brokers)?;
@@ -102,10 +108,12 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
          \x20 open http://127.0.0.1:{serve_port}/                 # customer 360 page (Redis), JSON→Avro, /api/sql\n\
          \x20                                                 # (user funnel, password: the token in {})\n\
          \x20 funnel sql \"SELECT segment, count(*) FROM gold_c360 GROUP BY 1\"\n\
+         \x20 curl -u funnel:$(cat {}) localhost:8088/admin/v1/storefronts   # the relay's admin API\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),
         db::redact(&ep.source_pg_url),
+        token_file.display(),
         token_file.display(),
         lake.display(),
         serve_port = crate::serve::DEFAULT_PORT,

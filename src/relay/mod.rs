@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod db;
 pub mod deliver;
 pub mod delivery;
+pub mod demo;
 pub mod destinations;
 pub mod inbox;
 pub mod intake;

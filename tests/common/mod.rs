@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod relay_sink;
+
 /// Every table of the olist source, as CDC names them (schema.table).
 pub const OLIST_TABLES: &[&str] = &[
     "ecommerce.customers",
