@@ -282,6 +282,13 @@ enum BenchWhich {
         #[command(flatten)]
         cfg: funnel::bench::c360::C360BenchConfig,
     },
+    /// Relay ingest (POST /v1/events ÷ a raw Avro produce of the same events) and delivery
+    /// (the delivery workers ÷ a plain HTTP client on the same requests to a sink that answers
+    /// at once). Uses a scratch database funnel_bench_relay and scratch topics.
+    Relay {
+        #[command(flatten)]
+        cfg: funnel::bench::relay::RelayBenchConfig,
+    },
 }
 
 #[derive(Subcommand)]
@@ -619,6 +626,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench { which } => match which {
             BenchWhich::CdcSnapshot { table } => funnel::bench::cdc_snapshot::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &table).await,
             BenchWhich::Bronze { topics } => funnel::bench::bronze::run(&ep.brokers, &ep.registry_url, &topics).await,
+            BenchWhich::Relay { cfg } => funnel::bench::relay::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &cfg).await,
             BenchWhich::C360 { cfg } => {
                 shutdown::install();
                 funnel::bench::c360::run(&ep.brokers, &ep.registry_url, &ep.redis_url, &cfg).await

@@ -34,9 +34,10 @@ async fn sink() -> (String, Arc<Mutex<Vec<Received>>>, Arc<AtomicBool>) {
         let repaired = repaired.clone();
         async move {
             let body: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
-            let event_id = body["event_id"].as_str().or(body["events"][0]["params"]["event_id"].as_str()).unwrap_or_default().to_string();
+            let id_of = |b: &Json| b["event_id"].as_str().or(b["events"][0]["params"]["event_id"].as_str()).or(b["data"][0]["event_id"].as_str()).unwrap_or_default().to_string();
+            let event_id = id_of(&body);
             let mut log = log.lock().unwrap();
-            let before = log.iter().filter(|r| r.body["event_id"].as_str().or(r.body["events"][0]["params"]["event_id"].as_str()) == Some(&event_id)).count();
+            let before = log.iter().filter(|r| id_of(&r.body) == event_id).count();
             let status = if event_id.ends_with("BAD1") && !repaired.load(Ordering::SeqCst) {
                 400
             } else if before == 0 {
@@ -182,6 +183,8 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
     assert_eq!(audit, vec![(1, "retrying".into(), Some(503), Some("http_5xx".into())), (2, "delivered".into(), Some(200), None)]);
     let gap = rows[1].get::<_, chrono::DateTime<chrono::Utc>>(4) - rows[0].get::<_, chrono::DateTime<chrono::Utc>>(4);
     assert!(gap.num_milliseconds() >= 300, "the retry waited the backoff: {gap}");
+    // …and came due by itself: the worker did not have to fail and restart to re-read it.
+    assert!(!case.log("relay").contains("processor failed"), "a relay processor failed:\n{}", case.log("relay"));
     let failed: Vec<(i32, String, Option<i32>, Option<String>)> = pg
         .query("SELECT a.attempt_number, a.status, a.status_code, a.error_class FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = 'BAD1'", &[])
         .await
@@ -208,32 +211,87 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
     let bad_ok = received.lock().unwrap().iter().filter(|r| r.body["event_id"] == "rx_issued_BAD1" && r.answered == 200).count();
     assert_eq!(bad_ok, 1);
 
-    // Kill switch: the sGTM config off → a new event is skipped at that level, within 5 s.
+    // The four kill switches. Bosley also gets a Meta credential (events from now on carry
+    // the current time: Meta takes events at most 7 days old). Each switch off → the next event
+    // is skipped at that level for the destinations below it, within 5 s; back on → delivered.
+    let r = http.post(admin("credentials")).json(&json!({"storefront_code": "bosley", "platform": "meta_capi", "config": {"pixel_id": "777", "api_base_url": format!("{sink_url}/meta")}, "secret": "EAAB-meta-secret-99"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let cred_id = r.json::<Json>().await.unwrap()["id"].as_i64().unwrap();
     let cfg_id = http.get(admin("sgtm-configs")).send().await.unwrap().json::<Json>().await.unwrap()["sgtm_configs"][0]["id"].as_i64().unwrap();
-    let off = Instant::now();
-    assert_eq!(http.patch(admin(&format!("sgtm-configs/{cfg_id}"))).json(&json!({"is_active": false})).send().await.unwrap().status(), 200);
-    let new = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "page_view", "event_time": "2026-01-15T12:00:00Z", "order_id": "K1"}]});
-    http.post(format!("{base}/v1/events")).json(&new).send().await.unwrap();
-    let s = wait_final(&pg, 7, Duration::from_secs(60), &case).await;
-    assert_eq!(s["bosley/page_view/K1"], "skipped");
-    let level: Option<String> = pg.query_one("SELECT a.skipped_level FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = 'K1'", &[]).await.unwrap().get(0);
-    assert_eq!(level.as_deref(), Some("sgtm_config"));
-    // The switch, the post, CDC, routing and the skip's audit row, all within the 5 s claimed.
-    println!("sgtm_config switched off → next event skipped and audited in {:?}", off.elapsed());
-    assert!(off.elapsed() < Duration::from_secs(5), "switch took effect in {:?}", off.elapsed());
-    assert_eq!(received.lock().unwrap().iter().filter(|r| r.body["events"][0]["params"]["event_id"] == "page_view_K1").count(), 0);
-    // Back on: new events are delivered again.
-    http.patch(admin(&format!("sgtm-configs/{cfg_id}"))).json(&json!({"is_active": true})).send().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let new = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "page_view", "event_time": "2026-01-15T12:00:00Z", "order_id": "K2"}]});
-    http.post(format!("{base}/v1/events")).json(&new).send().await.unwrap();
-    let s = wait_final(&pg, 8, Duration::from_secs(60), &case).await;
-    assert_eq!(s["bosley/page_view/K2"], "delivered");
-
+    let platforms: Json = http.get(admin("platforms")).send().await.unwrap().json().await.unwrap();
+    let meta_id = platforms["platforms"].as_array().unwrap().iter().find(|p| p["code"] == "meta_capi").unwrap()["id"].as_i64().unwrap();
+    let bosley_id = http.get(admin("storefronts")).send().await.unwrap().json::<Json>().await.unwrap()["storefronts"][0]["id"].as_i64().unwrap();
+    let mut expected = 6;
+    let attempts_of = |order: String| {
+        let pg = &pg;
+        async move {
+            let rows = pg
+                .query("SELECT a.destination, a.status, a.skipped_level FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = $1 AND a.status <> 'retrying' ORDER BY a.destination", &[&order])
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, Option<String>>(2))).collect::<Vec<_>>()
+        }
+    };
+    let skip = |d: &str, level: &str| (d.to_string(), "skipped".to_string(), Some(level.to_string()));
+    let delivered = |d: &str| (d.to_string(), "delivered".to_string(), None::<String>);
+    for (level, path, want_off) in [
+        ("sgtm_config", format!("sgtm-configs/{cfg_id}"), vec![delivered("meta_capi"), skip("sgtm", "sgtm_config")]),
+        ("credential", format!("credentials/{cred_id}"), vec![skip("meta_capi", "credential"), delivered("sgtm")]),
+        ("platform", format!("platforms/{meta_id}"), vec![skip("meta_capi", "platform"), delivered("sgtm")]),
+        ("storefront", format!("storefronts/{bosley_id}"), vec![skip("meta_capi", "storefront"), skip("sgtm", "storefront")]),
+    ] {
+        for (on, order) in [(false, format!("SW-{level}-off")), (true, format!("SW-{level}-on"))] {
+            let t = Instant::now();
+            assert_eq!(http.patch(admin(&path)).json(&json!({"is_active": on})).send().await.unwrap().status(), 200, "{level} {on}");
+            if on {
+                tokio::time::sleep(Duration::from_secs(1)).await; // the switch's CDC change lands first
+            }
+            let now = chrono::Utc::now().to_rfc3339();
+            if level == "storefront" && !on {
+                // An inactive storefront's posts are rejected at the door; a direct insert still arrives.
+                pg.execute(
+                    "INSERT INTO relay.marketing_events (event_id, storefront_code, event_type, event_payload, source_system, status) VALUES ($1, 'bosley', 'page_view', $2, 'oms_direct', 'pending')",
+                    &[&order, &json!({"order_id": order, "email": "a@example.com"}).to_string()],
+                )
+                .await
+                .unwrap();
+            } else {
+                let body = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "page_view", "event_time": now, "order_id": order, "email": "a@example.com"}]});
+                let a: Json = http.post(format!("{base}/v1/events")).json(&body).send().await.unwrap().json().await.unwrap();
+                assert_eq!(a["accepted"], 1, "{level} {on}: {a}");
+            }
+            expected += 1;
+            let s = wait_final(&pg, expected, Duration::from_secs(60), &case).await;
+            let got = attempts_of(order.clone()).await;
+            if on {
+                assert_eq!(got, vec![delivered("meta_capi"), delivered("sgtm")], "{level} back on");
+                assert_eq!(s[&format!("bosley/page_view/{order}")], "delivered");
+            } else {
+                println!("{level} switched off → next event skipped and audited in {:?}", t.elapsed());
+                assert!(t.elapsed() < Duration::from_secs(5), "{level}: {:?}\n{}", t.elapsed(), case.log("relay"));
+                assert_eq!(got, want_off, "{level} off");
+                let status = if level == "storefront" { "skipped" } else { "delivered" };
+                assert_eq!(s[&format!("bosley/page_view/{order}")], status, "{level} off");
+            }
+        }
+    }
+    let got = received.lock().unwrap().clone();
+    for (path, stopped) in [("/bosley/mp/collect", ["sgtm_config", "storefront"]), ("/meta/v21.0/777/events", ["credential", "platform"])] {
+        for level in stopped.iter().chain(["storefront"].iter()) {
+            let id = format!("page_view_SW-{level}-off");
+            let hits = got.iter().filter(|r| r.path == path && (r.body["events"][0]["params"]["event_id"] == id || r.body["data"][0]["event_id"] == id)).count();
+            assert_eq!(hits, 0, "{path} got {id} though its {level} switch was off");
+        }
+    }
+    assert!(got.iter().any(|r| r.path == "/meta/v21.0/777/events" && r.body["data"][0]["event_id"] == "page_view_SW-sgtm_config-off" && r.answered == 200), "meta still got the event whose sGTM config was off");
     // No secret in the logs, the audit or the topics.
     let audit_text: String = pg.query("SELECT coalesce(string_agg(coalesce(response_excerpt, '') || coalesce(error_class, ''), ' '), '') FROM relay.event_attempts", &[]).await.unwrap()[0].get(0);
-    let topics_text = format!("{:?}{:?}", case.topic_json(&format!("{ns}.relay.attempt.v1")).await, dlq);
-    for secret in ["ga4-secret-bosley-77", "stape-key-pfizer-88"] {
+    let mut topics_text = format!("{dlq:?}");
+    for t in [format!("{ns}.relay.attempt.v1"), format!("{ns}.relay.event.received.v1"), format!("{ns}.relay.delivery.requested.v1"), format!("{}.relay.storefront_sgtm_config", case.prefix)] {
+        topics_text.push_str(&format!("{:?}", case.topic_json(&t).await));
+    }
+    assert!(topics_text.contains("gAAAAA"), "the sGTM config's CDC carries the Fernet tokens");
+    for secret in ["ga4-secret-bosley-77", "stape-key-pfizer-88", "EAAB-meta-secret-99"] {
         for (what, text) in [("relay log", case.log("relay")), ("serve log", case.log("relay-serve")), ("audit", audit_text.clone()), ("topics", topics_text.clone())] {
             assert!(!text.contains(secret), "{secret} in the {what}");
         }

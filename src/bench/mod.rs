@@ -4,6 +4,7 @@
 pub mod bronze;
 pub mod c360;
 pub mod cdc_snapshot;
+pub mod relay;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 

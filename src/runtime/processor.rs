@@ -173,11 +173,14 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             let meta = consumer.group_metadata().context("consumer group metadata")?;
             let pr = producer.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                pr.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)).context("send_offsets_to_transaction")?;
+                // A batch of records that were all not yet due consumed nothing.
+                if offsets.count() > 0 {
+                    pr.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)).context("send_offsets_to_transaction")?;
+                }
                 pr.commit_transaction(Duration::from_secs(60)).context("commit_transaction")
             })
             .await??;
-        } else {
+        } else if offsets.count() > 0 {
             // A blocking round trip; the consumer stays borrowed here, so instead of spawn_blocking
             // the runtime moves its other tasks off this worker meanwhile.
             tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).context("committing offsets")?;
