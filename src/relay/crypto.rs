@@ -78,21 +78,11 @@ impl Keyring {
 
     /// From `ENCRYPTION_KEY`, `ENCRYPTION_KEY_FILE` or the stack's key file, in that order.
     pub fn load(stack_dir: &Path) -> Result<Self, KeyError> {
-        if let Some(k) = std::env::var(KEY_ENV).ok().filter(|k| !k.trim().is_empty()) {
-            return Self::parse(&k, KEY_ENV);
+        match crate::runtime::auth::read_secret(KEY_ENV, KEY_FILE_ENV, &stack_dir.join(STACK_KEY_FILE)) {
+            Ok(Some((keys, from))) => Self::parse(&keys, &from),
+            Ok(None) => Err(KeyError::Missing),
+            Err((path, source)) => Err(KeyError::Unreadable { path, source }),
         }
-        let path = match std::env::var_os(KEY_FILE_ENV).filter(|p| !p.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let p = stack_dir.join(STACK_KEY_FILE);
-                if !p.exists() {
-                    return Err(KeyError::Missing);
-                }
-                p
-            }
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Unreadable { path: path.clone(), source })?;
-        Self::parse(&text, &path.display().to_string())
     }
 
     pub fn encrypt(&self, plain: &str) -> String {

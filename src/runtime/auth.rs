@@ -79,21 +79,11 @@ impl ApiCredentials {
     /// From `FUNNEL_API_TOKEN`, `FUNNEL_API_TOKEN_FILE` or the stack's token file, in that order.
     pub fn load(stack_dir: &Path) -> Result<Self, CredentialsError> {
         let user = std::env::var(USER_ENV).ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "funnel".into());
-        if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
-            return Self::new(&user, &token, TOKEN_ENV);
+        match read_secret(TOKEN_ENV, TOKEN_FILE_ENV, &stack_dir.join(STACK_TOKEN_FILE)) {
+            Ok(Some((token, from))) => Self::new(&user, &token, &from),
+            Ok(None) => Err(CredentialsError::Missing),
+            Err((path, source)) => Err(CredentialsError::Unreadable { path, source }),
         }
-        let path = match std::env::var_os(TOKEN_FILE_ENV).filter(|p| !p.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let p = stack_dir.join(STACK_TOKEN_FILE);
-                if !p.exists() {
-                    return Err(CredentialsError::Missing);
-                }
-                p
-            }
-        };
-        let token = std::fs::read_to_string(&path).map_err(|source| CredentialsError::Unreadable { path: path.clone(), source })?;
-        Self::new(&user, &token, &path.display().to_string())
     }
 
     /// The header a client of funnel's APIs sends.
@@ -115,6 +105,23 @@ impl ApiCredentials {
         }
         false
     }
+}
+
+/// A secret from the environment variable `value_env`, else from the file that `file_env`
+/// names (a Docker/Kubernetes secret), else from `default_file` when it exists — never from a
+/// command-line flag, where `ps` and shell history would show it. Returns the text and where
+/// it came from (for error messages: the place, never the secret).
+pub fn read_secret(value_env: &str, file_env: &str, default_file: &Path) -> Result<Option<(String, String)>, (PathBuf, std::io::Error)> {
+    if let Some(v) = std::env::var(value_env).ok().filter(|v| !v.trim().is_empty()) {
+        return Ok(Some((v, value_env.to_string())));
+    }
+    let path = match std::env::var_os(file_env).filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None if default_file.exists() => default_file.to_path_buf(),
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| (path.clone(), e))?;
+    Ok(Some((text, path.display().to_string())))
 }
 
 /// Create the local stack's token file when missing (random, readable by its owner only).

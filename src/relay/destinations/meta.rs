@@ -7,10 +7,10 @@
 //! 1, 2, 368 and `is_transient` retried; 4, 17, 341, 80003 throttled (retried); 190 an expired
 //! or invalid token, 10 and 200–299 permissions, 100 and the rest invalid — permanent.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::identity::{self, Identity};
-use super::{base_url, by_status, chunks, currency, json_request, payload, secret, setting, too_old, unix_seconds, Destination, Request, Response, Settings, Verdict};
+use super::{base_url, by_status, chunks, json_request, order_data, user_data, payload, secret, setting, too_old, unix_seconds, Destination, Request, Response, Settings, Verdict};
 use crate::relay::delivery::Delivery;
 
 pub struct Meta;
@@ -38,27 +38,16 @@ fn action_source(s: &Settings) -> &str {
 pub fn event(e: &Delivery, s: &Settings, now_ms: i64) -> Value {
     let p = payload(e);
     let id = Identity::of(&p);
-    let mut user = Map::new();
-    let mut put = |k: &str, v: Option<String>, list: bool| {
-        if let Some(v) = v {
-            user.insert(k.into(), if list { json!([v]) } else { json!(v) });
-        }
-    };
-    put("em", id.email.as_deref().and_then(identity::email), true);
-    put("ph", id.phone.as_deref().and_then(identity::phone_digits), true);
-    put("external_id", id.external_id.as_deref().and_then(identity::external_id), true);
-    put("client_ip_address", id.ip.clone(), false);
-    put("client_user_agent", id.user_agent.clone(), false);
-    put("fbc", identity::field(&p, "fbc"), false);
-    put("fbp", identity::field(&p, "fbp"), false);
-    let mut custom = Map::new();
-    if let Some(v) = p.get("order_revenue").and_then(Value::as_f64) {
-        custom.insert("value".into(), json!(v));
-        custom.insert("currency".into(), json!(currency(s, &p)));
-    }
-    if let Some(o) = p.get("order_id").and_then(Value::as_str) {
-        custom.insert("order_id".into(), json!(o));
-    }
+    let user = user_data([
+        ("em", id.email.as_deref().and_then(identity::email), true),
+        ("ph", id.phone.as_deref().and_then(identity::phone_digits), true),
+        ("external_id", id.external_id.as_deref().and_then(identity::external_id), true),
+        ("client_ip_address", id.ip.clone(), false),
+        ("client_user_agent", id.user_agent.clone(), false),
+        ("fbc", identity::field(&p, "fbc"), false),
+        ("fbp", identity::field(&p, "fbp"), false),
+    ]);
+    let custom = order_data(s, &p, false);
     let mut ev = json!({
         "event_name": event_name(&e.event_type),
         "event_time": unix_seconds(e, now_ms),

@@ -193,6 +193,31 @@ pub fn chunks(n: usize, max: usize) -> Vec<Vec<usize>> {
     (0..n).collect::<Vec<_>>().chunks(max.max(1)).map(<[usize]>::to_vec).collect()
 }
 
+/// The order fields every platform's custom data takes: `value` (as a string where the
+/// platform wants one) with its `currency`, and `order_id`.
+pub fn order_data(s: &Settings, p: &Map<String, Value>, value_as_text: bool) -> Map<String, Value> {
+    let mut custom = Map::new();
+    if let Some(v) = p.get("order_revenue").and_then(Value::as_f64) {
+        custom.insert("value".into(), if value_as_text { Value::String(v.to_string()) } else { serde_json::json!(v) });
+        custom.insert("currency".into(), Value::String(currency(s, p)));
+    }
+    if let Some(o) = p.get("order_id").and_then(Value::as_str) {
+        custom.insert("order_id".into(), Value::String(o.to_string()));
+    }
+    custom
+}
+
+/// A user-data object from (name, value, as a one-element list) entries, absent values left out.
+pub fn user_data<const N: usize>(entries: [(&str, Option<String>, bool); N]) -> Map<String, Value> {
+    let mut user = Map::new();
+    for (k, v, list) in entries {
+        if let Some(v) = v {
+            user.insert(k.into(), if list { Value::Array(vec![Value::String(v)]) } else { Value::String(v) });
+        }
+    }
+    user
+}
+
 /// A JSON POST.
 pub fn json_request(url: String, mut headers: Vec<(String, String)>, body: &Value, events: Vec<usize>) -> Request {
     headers.push(("content-type".into(), "application/json".into()));

@@ -6,10 +6,10 @@
 //! string. Pinterest answers per event (`events[i].status` processed / failed, in request
 //! order) in a 200 or a 422, so each event is judged alone; 429 (code 8) is retried, 503 too.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::identity::{self, Identity};
-use super::{base_url, by_status, chunks, currency, json_request, payload, secret, setting, unix_seconds, Destination, Request, Response, Settings, Verdict};
+use super::{base_url, by_status, chunks, json_request, order_data, user_data, payload, secret, setting, unix_seconds, Destination, Request, Response, Settings, Verdict};
 use crate::relay::delivery::Delivery;
 
 pub struct Pinterest;
@@ -31,27 +31,15 @@ pub fn event_name(event_type: &str) -> String {
 pub fn event(e: &Delivery, s: &Settings, now_ms: i64) -> Value {
     let p = payload(e);
     let id = Identity::of(&p);
-    let mut user = Map::new();
-    for (k, v, list) in [
+    let user = user_data([
         ("em", id.email.as_deref().and_then(identity::email), true),
         ("ph", id.phone.as_deref().and_then(identity::phone_digits), true),
         ("external_id", id.external_id.as_deref().and_then(identity::external_id), true),
         ("client_ip_address", id.ip.clone(), false),
         ("client_user_agent", id.user_agent.clone(), false),
         ("click_id", identity::field(&p, "epik").or_else(|| identity::field(&p, "click_id")), false),
-    ] {
-        if let Some(v) = v {
-            user.insert(k.into(), if list { json!([v]) } else { json!(v) });
-        }
-    }
-    let mut custom = Map::new();
-    if let Some(v) = p.get("order_revenue").and_then(Value::as_f64) {
-        custom.insert("value".into(), json!(v.to_string()));
-        custom.insert("currency".into(), json!(currency(s, &p)));
-    }
-    if let Some(o) = p.get("order_id").and_then(Value::as_str) {
-        custom.insert("order_id".into(), json!(o));
-    }
+    ]);
+    let custom = order_data(s, &p, true);
     let mut ev = json!({
         "event_name": event_name(&e.event_type),
         "action_source": s.text("action_source").unwrap_or("web"),

@@ -7,10 +7,10 @@
 //! falls back to the HTTP status. Events older than 28 days (TikTok's attribution window) are
 //! failed before sending.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::identity::{self, Identity};
-use super::{base_url, by_status, chunks, currency, json_request, payload, secret, setting, too_old, unix_seconds, Destination, Request, Response, Settings, Verdict};
+use super::{base_url, by_status, chunks, json_request, order_data, user_data, payload, secret, setting, too_old, unix_seconds, Destination, Request, Response, Settings, Verdict};
 use crate::relay::delivery::Delivery;
 
 pub struct TikTok;
@@ -32,28 +32,16 @@ pub fn event_name(event_type: &str) -> String {
 pub fn event(e: &Delivery, s: &Settings, now_ms: i64) -> Value {
     let p = payload(e);
     let id = Identity::of(&p);
-    let mut user = Map::new();
-    for (k, v) in [
-        ("email", id.email.as_deref().and_then(identity::email)),
-        ("phone", id.phone.as_deref().and_then(identity::phone_e164)),
-        ("external_id", id.external_id.as_deref().and_then(identity::external_id)),
-        ("ip", id.ip.clone()),
-        ("user_agent", id.user_agent.clone()),
-        ("ttclid", identity::field(&p, "ttclid")),
-        ("ttp", identity::field(&p, "ttp")),
-    ] {
-        if let Some(v) = v {
-            user.insert(k.into(), json!(v));
-        }
-    }
-    let mut props = Map::new();
-    if let Some(v) = p.get("order_revenue").and_then(Value::as_f64) {
-        props.insert("value".into(), json!(v));
-        props.insert("currency".into(), json!(currency(s, &p)));
-    }
-    if let Some(o) = p.get("order_id").and_then(Value::as_str) {
-        props.insert("order_id".into(), json!(o));
-    }
+    let user = user_data([
+        ("email", id.email.as_deref().and_then(identity::email), false),
+        ("phone", id.phone.as_deref().and_then(identity::phone_e164), false),
+        ("external_id", id.external_id.as_deref().and_then(identity::external_id), false),
+        ("ip", id.ip.clone(), false),
+        ("user_agent", id.user_agent.clone(), false),
+        ("ttclid", identity::field(&p, "ttclid"), false),
+        ("ttp", identity::field(&p, "ttp"), false),
+    ]);
+    let props = order_data(s, &p, false);
     json!({"event": event_name(&e.event_type), "event_time": unix_seconds(e, now_ms), "event_id": e.event_id.to_string(), "user": user, "properties": props})
 }
 
