@@ -156,6 +156,17 @@ async fn admin_api_answers_json_errors_and_never_returns_a_secret() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "EAAB-meta-access-token-2", "{}", String::from_utf8_lossy(&py.stderr));
 
+    // Key rotation: with ENCRYPTION_KEY="new,old", `funnel relay rekey` moves every stored
+    // secret to the new key; the old key alone no longer reads it, the new one does.
+    let new_key = fernet::Fernet::generate_key();
+    let out = case.funnel().env("ENCRYPTION_KEY", format!("{new_key},{}", case.encryption_key)).args(["relay", "rekey"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 3 stored secret(s)"), "{}", String::from_utf8_lossy(&out.stdout));
+    let rotated: String = pg.query_one("SELECT secret_encrypted FROM relay.platform_credentials WHERE id = $1", &[&(cred_id as i32)]).await.unwrap().get(0);
+    assert_ne!(rotated, token);
+    assert!(funnel::relay::crypto::Keyring::parse(&case.encryption_key, "old").unwrap().decrypt(&rotated).is_err());
+    assert_eq!(funnel::relay::crypto::Keyring::parse(&new_key, "new").unwrap().decrypt(&rotated).unwrap().expose(), "EAAB-meta-access-token-2");
+
     // A platform in use cannot be deleted; deleting the credential frees it.
     let meta = platforms["platforms"].as_array().unwrap().iter().find(|p| p["code"] == "meta_capi").unwrap()["id"].as_i64().unwrap();
     json_error(http.delete(url(&format!("platforms/{meta}"))).send().await.unwrap(), 409, "deleting a platform in use").await;

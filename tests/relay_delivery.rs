@@ -133,6 +133,11 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
     .await
     .unwrap();
 
+    // The same event posted after its direct insert is a duplicate: one row, one delivery.
+    let again = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "purchase_completed", "event_time": "2026-01-15T11:00:00Z", "order_id": "D100", "order_revenue": 80.79}]});
+    let a: Json = http.post(format!("{base}/v1/events")).json(&again).send().await.unwrap().json().await.unwrap();
+    assert_eq!((a["accepted"].as_u64(), a["duplicates"].as_u64()), (Some(0), Some(1)), "{a}");
+
     let s = wait_final(&pg, 6, Duration::from_secs(120), &case).await;
     let want: HashMap<String, String> = [
         ("bosley/consult_started/2025010100001111", "delivered"),
@@ -278,7 +283,24 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
             }
         }
     }
+    // An event older than Meta takes (7 days) is dead-lettered for Meta before any request,
+    // with its one attempt; sGTM, which has no such limit, gets it.
+    let old_time = (chrono::Utc::now() - chrono::Duration::days(10)).to_rfc3339();
+    let body = json!({"count": 1, "data": [{"storefront_id": "bosley", "event_name": "purchase_completed", "event_time": old_time, "order_id": "OLD1", "order_revenue": 5.0, "email": "a@example.com"}]});
+    http.post(format!("{base}/v1/events")).json(&body).send().await.unwrap();
+    expected += 1;
+    let s = wait_final(&pg, expected, Duration::from_secs(60), &case).await;
+    assert_eq!(s["bosley/purchase_completed/OLD1"], "failed");
+    let got = attempts_of("OLD1".into()).await;
+    assert_eq!(got, vec![("meta_capi".to_string(), "failed".to_string(), None), delivered("sgtm")]);
+    let class: Option<String> = pg.query_one("SELECT a.error_class FROM relay.event_attempts a JOIN relay.marketing_events m ON m.id = a.marketing_event_id WHERE m.event_id = 'OLD1' AND a.destination = 'meta_capi'", &[]).await.unwrap().get(0);
+    assert_eq!(class.as_deref(), Some("too_old"));
+    let dlq = case.topic_json(&format!("{ns}.relay.delivery.dlq.v1")).await;
+    let old = dlq.iter().find(|d| d["event_id"] == "purchase_completed_OLD1").expect("the too-old event in the dead-letter topic");
+    assert_eq!((old["destination"].as_str(), old["attempts"].as_array().map(Vec::len)), (Some("meta_capi"), Some(1)));
+
     let got = received.lock().unwrap().clone();
+    assert!(!got.iter().any(|r| r.path.starts_with("/meta") && r.body["data"][0]["event_id"] == "purchase_completed_OLD1"), "no request to Meta for the too-old event");
     for (path, stopped) in [("/bosley/mp/collect", ["sgtm_config", "storefront"]), ("/meta/v21.0/777/events", ["credential", "platform"])] {
         for level in stopped.iter().chain(["storefront"].iter()) {
             let id = format!("page_view_SW-{level}-off");

@@ -2,10 +2,11 @@
 //!
 //! Each batch of delivery requests — first attempts from `relay.delivery.requested.v1`, due
 //! retries from `relay.delivery.retry.<n>.v1` — is checked against the audit (an (event,
-//! destination) that already ended is not sent again) and against the kill switches (a stopped
+//! destination) that ended, or an attempt already made, is not sent again) and against the kill switches (a stopped
 //! one is recorded `skipped` with its level), then sent per storefront and destination through
-//! that destination's adapter, concurrently. Each event's verdict becomes an attempt (in
-//! `relay.event_attempts` before the input offsets commit, and on `relay.attempt.v1`); a
+//! that destination's adapter, concurrently. Each event's verdict becomes an attempt (on
+//! `relay.attempt.v1`, and in `relay.event_attempts` once the batch's outputs are acknowledged,
+//! before the input offsets commit); a
 //! retryable failure goes to the retry topic of its next attempt, due after the backoff
 //! (`base × 2^(n−2)` before attempt n, or the destination's Retry-After if longer) — the
 //! runtime pauses that topic until then, nothing sleeps in the loop; a permanent failure or
@@ -47,6 +48,8 @@ pub struct Deliverer {
     /// The record `not_before` decoded, for `process` to reuse.
     peeked: Option<((String, i32, i64), Delivery)>,
     batch: Vec<Delivery>,
+    /// The batch's attempts, for the audit once its outputs are acknowledged.
+    unaudited: Vec<Attempt>,
 }
 
 fn now_ms() -> i64 {
@@ -62,7 +65,7 @@ impl Deliverer {
         }
         let attempt = Registered::topic(registry, &topics.attempts, s::ATTEMPT_KEY, s::ATTEMPT_VALUE).await?;
         let http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.timeout_ms)).build().context("building the HTTP client")?;
-        Ok(Deliverer { registry: registry.clone(), config, keys, pool, http, cfg, topics, delivery, attempt, peeked: None, batch: vec![] })
+        Ok(Deliverer { registry: registry.clone(), config, keys, pool, http, cfg, topics, delivery, attempt, peeked: None, batch: vec![], unaudited: vec![] })
     }
 
     async fn decode(&mut self, rec: &InRecord<'_>) -> Result<Result<Delivery, String>> {
@@ -196,17 +199,14 @@ impl Transform for Deliverer {
         let now = now_ms();
         let db = self.pool.get().await.context("relay database (audit)")?;
         let pks: Vec<i64> = batch.iter().map(|d| d.event_pk).collect();
-        let finished = super::audit::finished(&db, &pks).await.context("reading the audit")?;
+        let progress = super::audit::progress(&db, &pks).await.context("reading the audit")?;
+        drop(db);
         let mut seen = HashSet::new();
         let mut outcomes: Vec<(Delivery, Outcome1)> = vec![];
         let mut groups: Vec<(Route, Vec<Delivery>)> = vec![];
         for d in batch {
             let id = (d.event_pk, d.destination.clone());
-            let done = match finished.get(&id).map(String::as_str) {
-                Some("failed") => d.replay == 0,
-                Some(_) => true,
-                None => false,
-            };
+            let done = progress.get(&id).is_some_and(|p| p.done || p.last_attempt.get(&d.replay).is_some_and(|last| *last >= d.attempt));
             if done || !seen.insert(id) {
                 metrics().deliveries.with_label_values(&[&d.destination, "duplicate_skipped"]).inc();
                 continue;
@@ -355,10 +355,21 @@ impl Transform for Deliverer {
             }
             attempts.push(a);
         }
-        super::audit::record(&db, &attempts).await.context("writing the attempt audit")?;
         for a in &attempts {
             out.push(self.out_attempt(a)?);
         }
+        // Written once these outputs are acknowledged (before_commit): a crash before leaves
+        // the batch to be processed again, a crash after finds its attempts in the audit.
+        self.unaudited = attempts;
         Ok(out)
+    }
+
+    async fn before_commit(&mut self) -> Result<()> {
+        let attempts = std::mem::take(&mut self.unaudited);
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let db = self.pool.get().await.context("relay database (audit)")?;
+        super::audit::record(&db, &attempts).await.context("writing the attempt audit")
     }
 }

@@ -53,6 +53,14 @@ pub trait Transform: Send {
         async { Ok(None) }
     }
 
+    /// Called once every output of the batch was acknowledged by the broker, just before the
+    /// input offsets commit (at-least-once; with exactly-once, inside the still-open
+    /// transaction): the place for a write outside Kafka that must come after the outputs, so
+    /// that a crash before it re-processes the batch and a crash after it finds it done.
+    fn before_commit(&mut self) -> impl std::future::Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Called once the batch's records were processed, before the commit: outputs that
     /// summarise the batch (one update per key the batch touched, not one per record).
     fn end_batch(&mut self) -> impl std::future::Future<Output = Result<Vec<OutRecord>>> + Send {
@@ -323,6 +331,7 @@ async fn process_batch<T: Transform>(cfg: &LoopConfig, transform: &mut T, produc
     for f in pending {
         f.await.context("producer dropped a delivery")?.map_err(|(e, _)| e).context("delivery failed")?;
     }
+    transform.before_commit().await.with_context(|| format!("{p}: before the commit"))?;
     Ok((next, deferred))
 }
 

@@ -107,6 +107,7 @@ CREATE TABLE relay.event_attempts (
     marketing_event_id  bigint       NOT NULL,
     destination         varchar(100) NOT NULL,
     attempt_number      integer      NOT NULL,
+    replay              integer      NOT NULL DEFAULT 0,
     status              varchar(20)  NOT NULL CHECK (status IN ('delivered', 'retrying', 'failed', 'skipped')),
     status_code         integer,
     latency_ms          integer,
