@@ -27,15 +27,6 @@ async fn json_error(resp: reqwest::Response, status: u16, what: &str) -> String 
     body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
 }
 
-/// A client that sends HTTP Basic (user funnel, the case's token), as the OMS does.
-fn basic(case: &Case) -> reqwest::Client {
-    use base64::Engine;
-    let mut headers = reqwest::header::HeaderMap::new();
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("funnel:{}", case.token));
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
-}
-
 async fn post(http: &reqwest::Client, url: String, body: Json) -> (u16, Json) {
     let r = http.post(url).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -70,7 +61,7 @@ async fn every_relay_route_but_health_needs_credentials() {
         assert_eq!(anonymous.get(format!("{base}{open}")).send().await.unwrap().status(), 200, "{open} answers without credentials");
     }
     // The right credentials pass (Basic as the OMS sends them, and a bearer token).
-    assert_eq!(basic(&case).get(format!("{base}/admin/v1/platforms")).send().await.unwrap().status(), 200);
+    assert_eq!(case.basic_http().get(format!("{base}/admin/v1/platforms")).send().await.unwrap().status(), 200);
     assert_eq!(case.http().get(format!("{base}/admin/v1/platforms")).send().await.unwrap().status(), 200);
 }
 
@@ -78,7 +69,7 @@ async fn every_relay_route_but_health_needs_credentials() {
 async fn admin_api_answers_json_errors_and_never_returns_a_secret() {
     let mut case = Case::new("relayadmin").await;
     let base = spawn_relay(&mut case, &[]).await;
-    let http = basic(&case);
+    let http = case.basic_http();
     let pg = case.pg().await;
     let url = |p: &str| format!("{base}/admin/v1/{p}");
 
@@ -180,7 +171,7 @@ async fn admin_api_answers_json_errors_and_never_returns_a_secret() {
 async fn oms_batches_are_recorded_once_with_a_reason_per_rejected_item_and_nothing_half_written() {
     let mut case = Case::new("relayingest").await;
     let base = spawn_relay(&mut case, &["--max-body-bytes", "200000"]).await;
-    let http = basic(&case);
+    let http = case.basic_http();
     let pg = case.pg().await;
     for (code, active) in [("bosley", true), ("pfizer", true), ("dormant", false)] {
         let (s, b) = post(&http, format!("{base}/admin/v1/storefronts"), json!({"code": code, "name": code, "is_active": active})).await;

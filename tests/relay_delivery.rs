@@ -61,14 +61,6 @@ async fn sink() -> (String, Arc<Mutex<Vec<Received>>>, Arc<AtomicBool>) {
     (base, seen, fixed)
 }
 
-fn basic(case: &Case) -> reqwest::Client {
-    use base64::Engine;
-    let mut headers = reqwest::header::HeaderMap::new();
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("funnel:{}", case.token));
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
-    reqwest::Client::builder().default_headers(headers).build().unwrap()
-}
-
 async fn statuses(pg: &tokio_postgres::Client) -> HashMap<String, String> {
     let rows = pg.query("SELECT storefront_code || '/' || event_type || '/' || event_id, status FROM relay.marketing_events", &[]).await.unwrap();
     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
@@ -95,7 +87,7 @@ async fn posted_and_inserted_events_reach_sgtm_once_with_retries_switches_and_an
     let port = free_port();
     case.spawn(&["relay", "serve", "--port", &port.to_string()].map(String::from), "relay-serve");
     let base = format!("http://127.0.0.1:{port}");
-    let http = basic(&case);
+    let http = case.basic_http();
     wait_for(Duration::from_secs(60), "relay serve", || async { matches!(http.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200) }).await;
     let admin = |p: &str| format!("{base}/admin/v1/{p}");
     for (code, body) in [

@@ -19,14 +19,6 @@ const EVENTS: usize = 100_000;
 const BATCH: usize = 4000;
 const BACKOFF_MS: i64 = 100;
 
-fn basic(case: &Case) -> reqwest::Client {
-    use base64::Engine;
-    let mut headers = reqwest::header::HeaderMap::new();
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("funnel:{}", case.token));
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
-    reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(60)).build().unwrap()
-}
-
 async fn admin(http: &reqwest::Client, base: &str, what: &str, body: Json) {
     let r = http.post(format!("{base}/admin/v1/{what}")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201, "{what}: {}", r.text().await.unwrap());
@@ -60,7 +52,7 @@ async fn hundred_thousand_events_under_failures_and_kill_9_reach_each_destinatio
     let serve_args: Vec<String> = ["relay", "serve", "--port", &port.to_string()].map(String::from).to_vec();
     let mut serve = case.spawn(&serve_args, "relay-serve");
     let base = format!("http://127.0.0.1:{port}");
-    let http = basic(&case);
+    let http = case.basic_http();
     wait_for(Duration::from_secs(60), "relay serve", || async { matches!(http.get(format!("{base}/health/ready")).send().await, Ok(r) if r.status() == 200) }).await;
     for code in ["bosley", "pfizer", "hims"] {
         admin(&http, &base, "storefronts", json!({"code": code, "name": code})).await;

@@ -108,6 +108,16 @@ impl Case {
         reqwest::Client::builder().default_headers(headers).build().unwrap()
     }
 
+    /// An HTTP client that sends this case's credentials as HTTP Basic (user funnel, the token
+    /// as password), as the OMS does with the relay.
+    pub fn basic_http(&self) -> reqwest::Client {
+        use base64::Engine;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("funnel:{}", self.token));
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Basic {creds}").parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).timeout(Duration::from_secs(60)).build().unwrap()
+    }
+
     /// Run a funnel command to completion (10 minutes at most: a hang fails the test, not CI).
     pub fn run_ok(&self, args: &[&str]) -> String {
         let dir = self.lake.path();
