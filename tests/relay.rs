@@ -20,13 +20,6 @@ async fn spawn_relay(case: &mut Case, extra: &[&str]) -> String {
     base
 }
 
-async fn json_error(resp: reqwest::Response, status: u16, what: &str) -> String {
-    assert_eq!(resp.status(), status, "{what}");
-    let body: Json = resp.json().await.unwrap_or_else(|e| panic!("{what}: the error body is not JSON: {e}"));
-    assert_eq!(body["error_code"], status, "{what}: {body}");
-    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
-}
-
 async fn post(http: &reqwest::Client, url: String, body: Json) -> (u16, Json) {
     let r = http.post(url).json(&body).send().await.unwrap();
     let status = r.status().as_u16();

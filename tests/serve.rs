@@ -19,13 +19,6 @@ async fn spawn_serve(case: &mut Case, extra: &[&str]) -> String {
     base
 }
 
-async fn json_error(resp: reqwest::Response, status: u16, what: &str) -> String {
-    assert_eq!(resp.status(), status, "{what}");
-    let body: Json = resp.json().await.unwrap_or_else(|e| panic!("{what}: the error body is not JSON: {e}"));
-    assert_eq!(body["error_code"], status, "{what}: {body}");
-    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_is_produced_as_registered_avro_all_or_nothing_to_public_topics_only() {
     let mut case = Case::new("serve").await;

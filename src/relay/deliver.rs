@@ -228,15 +228,15 @@ impl Transform for Deliverer {
                 None => groups.push((route, vec![d])),
             }
         }
-        // Build every group's requests, then send them all concurrently.
+        // Build every group's requests, then send them all concurrently. `sending` holds the
+        // adapter and events of each group that has requests; a request names its group there.
         let mut requests: Vec<(usize, Request, Vec<String>)> = vec![];
-        let mut group_events: Vec<Vec<Delivery>> = vec![];
-        for (gi, (route, events)) in groups.into_iter().enumerate() {
+        let mut sending: Vec<(Box<dyn destinations::Destination>, Vec<Delivery>)> = vec![];
+        for (route, events) in groups {
             let Some(adapter) = destinations::adapter(&route.destination) else {
                 for d in events {
                     outcomes.push((d, Outcome1::bare(Verdict::Permanent { class: "no_adapter" }, format!("no adapter for {}", route.destination))));
                 }
-                group_events.push(vec![]);
                 continue;
             };
             let mut sendable = vec![];
@@ -252,7 +252,6 @@ impl Transform for Deliverer {
                     for d in sendable {
                         outcomes.push((d, Outcome1::bare(Verdict::Retry { class: "credentials", after: None }, why.clone())));
                     }
-                    group_events.push(vec![]);
                     continue;
                 }
             };
@@ -260,17 +259,17 @@ impl Transform for Deliverer {
             match adapter.build(&settings, &refs) {
                 Ok(reqs) => {
                     let secrets: Vec<String> = settings.secrets().iter().map(|s| s.to_string()).collect();
+                    let gi = sending.len();
                     requests.extend(reqs.into_iter().map(|r| (gi, r, secrets.clone())));
                 }
                 Err(why) => {
-                    for d in sendable.iter().cloned() {
+                    for d in sendable {
                         outcomes.push((d, Outcome1::bare(Verdict::Permanent { class: "config" }, why.clone())));
                     }
-                    group_events.push(vec![]);
                     continue;
                 }
             }
-            group_events.push(sendable);
+            sending.push((adapter, sendable));
         }
         let futures: Vec<_> = requests
             .iter()
@@ -284,18 +283,15 @@ impl Transform for Deliverer {
         sent.sort_by_key(|(i, _)| *i);
         for (i, (result, latency)) in sent {
             let (gi, req, secrets) = &requests[i];
-            let events = &group_events[*gi];
-            let dest = events.first().map(|d| d.destination.clone()).unwrap_or_default();
-            let adapter = destinations::adapter(&dest);
-            metrics().latency.with_label_values(&[&dest]).observe(latency.as_secs_f64());
+            let (adapter, events) = &sending[*gi];
+            metrics().latency.with_label_values(&[adapter.name()]).observe(latency.as_secs_f64());
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let (verdicts, code, excerpt) = match (&result, adapter) {
-                (Ok((status, retry_after, body)), Some(a)) => {
+            let (verdicts, code, excerpt) = match &result {
+                Ok((status, retry_after, body)) => {
                     let r = destinations::Response { status: *status, retry_after: *retry_after, body };
-                    (a.classify(&r, req.events.len()), Some(*status as i32), Some(destinations::redact(body, &secrets, EXCERPT)))
+                    (adapter.classify(&r, req.events.len()), Some(*status as i32), Some(destinations::redact(body, &secrets, EXCERPT)))
                 }
-                (Err(class), _) => (vec![Verdict::Retry { class, after: None }; req.events.len()], None, None),
-                (Ok(_), None) => (vec![Verdict::Permanent { class: "no_adapter" }; req.events.len()], None, None),
+                Err(class) => (vec![Verdict::Retry { class, after: None }; req.events.len()], None, None),
             };
             for (i, v) in req.events.iter().zip(verdicts) {
                 let d = events[*i].clone();
@@ -307,7 +303,7 @@ impl Transform for Deliverer {
             }
         }
         // Verdicts → attempts, retries and dead letters.
-        let base = self.cfg.backoff_base();
+        let base = self.cfg.backoff_base;
         let mut attempts = vec![];
         let mut out = vec![];
         for (mut d, o) in outcomes {

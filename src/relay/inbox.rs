@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use super::oms::{OmsEvent, Rejected};
 
-/// What the storefronts of a batch are: id and whether active, by code.
+/// Whether each storefront of a batch is active, by code (an unknown code is absent).
 pub async fn storefronts(c: &tokio_postgres::Client, codes: &[&str]) -> Result<HashMap<String, bool>, tokio_postgres::Error> {
     let rows = c.query("SELECT code, is_active FROM relay.storefronts WHERE code = ANY($1)", &[&codes]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

@@ -32,12 +32,6 @@ pub struct RelayConfig {
     pub concurrency: usize,
 }
 
-impl RelayConfig {
-    pub fn backoff_base(&self) -> Duration {
-        self.backoff_base
-    }
-}
-
 /// "60" (seconds, as the original service's RETRY_BACKOFF_BASE), "250ms", "60s", "2m".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

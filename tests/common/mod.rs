@@ -293,6 +293,14 @@ impl Drop for Case {
 }
 
 /// A TCP port nobody listens on right now.
+/// Assert that `resp` is funnel's JSON error with `status`; returns its message.
+pub async fn json_error(resp: reqwest::Response, status: u16, what: &str) -> String {
+    assert_eq!(resp.status(), status, "{what}");
+    let body: Json = resp.json().await.unwrap_or_else(|e| panic!("{what}: the error body is not JSON: {e}"));
+    assert_eq!(body["error_code"], status, "{what}: {body}");
+    body["message"].as_str().unwrap_or_else(|| panic!("{what}: no message: {body}")).to_string()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
