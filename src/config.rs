@@ -9,6 +9,7 @@ pub const DEFAULT_REGISTRY_PORT: u16 = 18081;
 pub const DEFAULT_PG_PORT: u16 = 15432;
 pub const DEFAULT_REDIS_PORT: u16 = 16379;
 pub const DEFAULT_HTTP_PORT: u16 = 9464;
+pub const DEFAULT_SMTP_PORT: u16 = 12525;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Endpoints {

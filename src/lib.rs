@@ -10,6 +10,7 @@ pub mod avro;
 pub mod bench;
 pub mod bronze;
 pub mod c360;
+pub mod campaigns;
 pub mod cdc;
 pub mod config;
 pub mod demo;

@@ -143,6 +143,13 @@ enum Command {
         #[command(flatten)]
         cfg: funnel::serve::ServeConfig,
     },
+    /// Email campaigns: `funnel campaigns serve` (API, tracking, planner), `send` (sender
+    /// workers), `submit` and `status` (`funnel campaigns serve --help`).
+    #[command(alias = "campaign")]
+    Campaigns {
+        #[command(subcommand)]
+        action: funnel::campaigns::cli::CampaignsAction,
+    },
     /// The sGTM / ad-platform events relay (`funnel relay serve --help`).
     Relay {
         #[command(subcommand)]
@@ -551,6 +558,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { cfg } => {
             shutdown::install();
             funnel::serve::run(&ep, &cli.dirs.state()?, &cfg).await
+        }
+        Command::Campaigns { action } => {
+            shutdown::install();
+            funnel::campaigns::cli::run(action, &ep, &cli.dirs.state()?).await
         }
         Command::Relay { action } => {
             shutdown::install();

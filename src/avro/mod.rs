@@ -6,6 +6,7 @@ pub mod from_arrow;
 pub mod column;
 pub mod key;
 pub mod registered;
+pub mod serde_record;
 pub mod serialization;
 pub mod value;
 

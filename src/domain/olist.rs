@@ -41,6 +41,7 @@ struct Customer {
     city: Option<String>,
     state: Option<String>,
     zip: Option<String>,
+    email: Option<String>,
     pos: Position,
 }
 
@@ -183,7 +184,7 @@ impl OlistDomain {
                     let unique = c.text("customer_unique_id").ok_or("customer without customer_unique_id")?;
                     self.members.entry(unique.clone()).or_default().insert(id.clone());
                     self.dirty_profiles.insert(unique.clone());
-                    self.customers.insert(id.clone(), Customer { unique, city: c.text("customer_city"), state: c.text("customer_state"), zip: c.text("customer_zip_code_prefix"), pos: c.pos });
+                    self.customers.insert(id.clone(), Customer { unique, city: c.text("customer_city"), state: c.text("customer_state"), zip: c.text("customer_zip_code_prefix"), email: c.text("customer_email"), pos: c.pos });
                 }
                 self.dirty_orders.extend(self.customer_orders.get(&id).into_iter().flatten().cloned());
             }
@@ -317,7 +318,7 @@ impl OlistDomain {
         let latest = self.members.get(unique).into_iter().flatten().filter_map(|id| self.customers.get(id).map(|c| (c.pos, id, c))).max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         match latest {
             Some((_, _, c)) => {
-                let profile = Profile { customer_id: unique.to_string(), city: c.city.clone(), state: c.state.clone(), zip_code_prefix: c.zip.clone(), source: SOURCE.into(), ..Default::default() };
+                let profile = Profile { customer_id: unique.to_string(), city: c.city.clone(), state: c.state.clone(), zip_code_prefix: c.zip.clone(), email: c.email.clone(), source: SOURCE.into(), ..Default::default() };
                 let value = profile.to_value();
                 let bytes = self.profile_value.encode(value)?;
                 self.emitted_profiles.put(key, bytes, out);

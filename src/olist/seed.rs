@@ -57,6 +57,11 @@ pub async fn seed(pg_url: &str, opts: &SeedOptions) -> Result<SeedReport> {
             Source::File(path) => (copy_in(&client, table, open_csv(path)?).await?, "olist CSV"),
             Source::Generated(csv) => (copy_in(&client, table, Box::new(std::io::Cursor::new(csv.clone().into_bytes()))).await?, "synthetic"),
         };
+        if table.name == "customers" {
+            // olist's own customers file has no addresses: every person gets the seed's one.
+            let sql = format!("UPDATE ecommerce.customers SET customer_email = customer_unique_id || '@{}' WHERE customer_email IS NULL", super::synthetic::EMAIL_DOMAIN);
+            client.execute(&sql, &[]).await.context("giving customers their seed e-mail addresses")?;
+        }
         report.push((table.qualified(), rows, origin));
         bar.inc(1);
     }
@@ -124,25 +129,27 @@ fn world_from_files(dir: &Path) -> Result<World> {
     Ok(World { order_totals, seller_ids: first_column("olist_sellers_dataset.csv.gz")?, product_ids: first_column("olist_products_dataset.csv.gz")? })
 }
 
-/// Stream CSV (with header) into the table with COPY; returns the rows loaded.
-async fn copy_in(client: &tokio_postgres::Client, table: &Table, mut reader: Box<dyn Read + Send>) -> Result<u64> {
-    let sql = format!("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)", table.qualified());
+/// Stream CSV (with header) into the table with COPY; returns the rows loaded. The header names
+/// the columns, so a file may leave out columns funnel added (olist's customers have no e-mail).
+async fn copy_in(client: &tokio_postgres::Client, table: &Table, reader: Box<dyn Read + Send>) -> Result<u64> {
+    let mut reader = std::io::BufReader::new(reader);
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut header).with_context(|| format!("reading the CSV header for {}", table.qualified()))?;
+    let header = header.trim_start_matches('\u{feff}').trim();
+    if header.is_empty() || !header.split(',').all(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '"')) {
+        anyhow::bail!("{}: the CSV header {header:?} is not a list of column names", table.qualified());
+    }
+    let mut reader: Box<dyn Read + Send> = Box::new(reader);
+    let sql = format!("COPY {} ({header}) FROM STDIN WITH (FORMAT csv, HEADER false)", table.qualified());
     let sink = client.copy_in::<_, Bytes>(&sql).await.with_context(|| format!("starting COPY into {}", table.qualified()))?;
     futures::pin_mut!(sink);
     let mut buf = vec![0u8; 1 << 20];
-    let mut first = true;
     loop {
         let n = reader.read(&mut buf).with_context(|| format!("reading CSV for {}", table.qualified()))?;
         if n == 0 {
             break;
         }
-        let mut chunk = &buf[..n];
-        if first {
-            // The translation file starts with a UTF-8 byte-order mark.
-            chunk = chunk.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(chunk);
-            first = false;
-        }
-        sink.send(Bytes::copy_from_slice(chunk)).await.with_context(|| format!("COPY into {}", table.qualified()))?;
+        sink.send(Bytes::copy_from_slice(&buf[..n])).await.with_context(|| format!("COPY into {}", table.qualified()))?;
     }
     let rows = sink.finish().await.with_context(|| format!("finishing COPY into {}", table.qualified()))?;
     Ok(rows)

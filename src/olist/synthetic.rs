@@ -88,13 +88,22 @@ fn split_exact(rng: &mut Rng, total: i64, n: usize) -> Vec<i64> {
     parts
 }
 
+/// The reserved domain (RFC 2606) of the addresses `funnel seed` gives customers: olist has none,
+/// and mail to it can never reach a real person.
+pub const EMAIL_DOMAIN: &str = "customers.example";
+
+/// A customer's deterministic address: one per person (olist `customer_unique_id`).
+pub fn customer_email(unique_id: &str) -> String {
+    format!("{unique_id}@{EMAIL_DOMAIN}")
+}
+
 /// Customers, orders, order items and reviews for `world`.
 pub fn commerce_tables(world: &World, seed: u64) -> [(&'static str, Csv); 4] {
     let mut rng = Rng::new(seed);
     let start = NaiveDate::from_ymd_opt(2016, 9, 4).and_then(|d| d.and_hms_opt(0, 0, 0)).expect("valid date");
     let span_secs = (NaiveDate::from_ymd_opt(2018, 10, 17).expect("valid date") - start.date()).num_seconds();
 
-    let mut customers = String::from("customer_id,customer_unique_id,customer_zip_code_prefix,customer_city,customer_state\n");
+    let mut customers = String::from("customer_id,customer_unique_id,customer_zip_code_prefix,customer_city,customer_state,customer_email\n");
     let mut orders = String::from(
         "order_id,customer_id,order_status,order_purchase_timestamp,order_approved_at,order_delivered_carrier_date,order_delivered_customer_date,order_estimated_delivery_date\n",
     );
@@ -113,7 +122,7 @@ pub fn commerce_tables(world: &World, seed: u64) -> [(&'static str, Csv); 4] {
             u
         };
         let (zip, name, state) = CITIES[city];
-        let _ = writeln!(customers, "{customer_id},{unique},{zip},{name},{state}");
+        let _ = writeln!(customers, "{customer_id},{unique},{zip},{name},{state},{}", customer_email(&unique));
 
         let purchase = start + Duration::seconds(rng.below(span_secs as u64) as i64);
         let status = if rng.chance(0.97) { "delivered" } else { *rng.pick(STATUSES) };

@@ -25,7 +25,8 @@ pub const TABLES: &[Table] = &[
         schema: "ecommerce",
         name: "customers",
         csv: "olist_customers_dataset.csv.gz",
-        ddl: "customer_id text PRIMARY KEY, customer_unique_id text NOT NULL, customer_zip_code_prefix text, customer_city text, customer_state text",
+        ddl: "customer_id text PRIMARY KEY, customer_unique_id text NOT NULL, customer_zip_code_prefix text, customer_city text, customer_state text, \
+              customer_email text",
     },
     Table {
         schema: "ecommerce",

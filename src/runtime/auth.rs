@@ -126,18 +126,23 @@ pub fn read_secret(value_env: &str, file_env: &str, default_file: &Path) -> Resu
 
 /// Create the local stack's token file when missing (random, readable by its owner only).
 pub fn ensure_stack_token(stack_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = stack_dir.join(STACK_TOKEN_FILE);
+    ensure_random_file(&stack_dir.join(STACK_TOKEN_FILE), 24)
+}
+
+/// Create `path` holding `bytes` random bytes as hex when it is missing (mode 0600): the local
+/// stack's secrets. An existing file is kept.
+pub fn ensure_random_file(path: &Path, bytes: usize) -> anyhow::Result<PathBuf> {
     if path.exists() {
-        return Ok(path);
+        return Ok(path.to_path_buf());
     }
-    let mut raw = [0u8; 24];
-    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness for {}: {e}", path.display()))?;
+    let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-    f.write_all(token.as_bytes())?;
-    Ok(path)
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(path.to_path_buf())
 }
 
 /// Middleware: 401 (with a Basic challenge, so a browser asks) unless the request carries the

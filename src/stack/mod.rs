@@ -48,6 +48,7 @@ fn all_services(dirs: &StackDirs) -> Result<Vec<Service>> {
         Service::new(ServiceKind::Postgres, &state, &tools),
         Service::new(ServiceKind::Redis, &state, &tools),
         Service::new(ServiceKind::Registry, &state, &tools),
+        Service::new(ServiceKind::Smtp, &state, &tools),
     ])
 }
 
@@ -58,6 +59,9 @@ pub async fn up(dirs: &StackDirs) -> Result<()> {
     // The relay's credential encryption key (Fernet), exported by `stack env` as ENCRYPTION_KEY_FILE.
     let key = crate::relay::crypto::ensure_stack_key(&dirs.state()?)?;
     println!("relay encryption key: {} (ENCRYPTION_KEY_FILE)", key.display());
+    // The campaigns' tracking-link signing key, exported by `stack env` as FUNNEL_CAMPAIGN_SIGNING_KEY_FILE.
+    let key = crate::campaigns::tracking::ensure_stack_key(&dirs.state()?)?;
+    println!("campaign link signing key: {} ({})", key.display(), crate::campaigns::tracking::KEY_FILE_ENV);
     for svc in all_services(dirs)? {
         svc.ensure_installed()?;
         svc.start().await?;
@@ -101,13 +105,19 @@ pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> Str
          export FUNNEL_SOURCE_PG_URL=postgres://postgres@127.0.0.1:{DEFAULT_PG_PORT}/olist\n\
          export FUNNEL_REDIS_URL=redis://127.0.0.1:{DEFAULT_REDIS_PORT}/\n\
          export FUNNEL_LAKE_DIR={}\n\
+         export FUNNEL_SMTP_URL=smtp://127.0.0.1:{DEFAULT_SMTP_PORT}\n\
+         export FUNNEL_MAILDIR={}\n\
+         export {}={}\n\
          export {}={}\n\
          export {}={}\n",
         lake_dir.display(),
+        stack_dir.join("mail").display(),
         crate::runtime::auth::TOKEN_FILE_ENV,
         stack_dir.join(crate::runtime::auth::STACK_TOKEN_FILE).display(),
         crate::relay::crypto::KEY_FILE_ENV,
-        stack_dir.join(crate::relay::crypto::STACK_KEY_FILE).display()
+        stack_dir.join(crate::relay::crypto::STACK_KEY_FILE).display(),
+        crate::campaigns::tracking::KEY_FILE_ENV,
+        stack_dir.join(crate::campaigns::tracking::STACK_KEY_FILE).display()
     )
 }
 

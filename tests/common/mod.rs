@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod mailbox;
 pub mod relay_sink;
 
 /// Every table of the olist source, as CDC names them (schema.table).

@@ -1,0 +1,72 @@
+//! A campaign's audience, evaluated when it starts: the explicit recipients, or the customers
+//! of customer 360 (gold c360 in the lake, read with DataFusion) by lifecycle stage and segment.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::model::{valid_address, Audience};
+use super::records::Definition;
+use super::template::C360_FIELDS;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipient {
+    pub id: String,
+    /// None or invalid: counted as skipped, with the reason.
+    pub email: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+impl Recipient {
+    /// Why this recipient cannot be mailed, if it cannot.
+    pub fn skip_reason(&self) -> Option<String> {
+        match &self.email {
+            None => Some("no e-mail address".into()),
+            Some(e) if !valid_address(e) => Some(format!("invalid e-mail address {e:?}")),
+            Some(_) => None,
+        }
+    }
+}
+
+pub async fn resolve(def: &Definition, lake: &Path) -> Result<Vec<Recipient>, String> {
+    let audience: Audience = serde_json::from_str(&def.audience).map_err(|e| format!("the stored audience is not understood: {e}"))?;
+    match audience {
+        Audience::Recipients(list) => {
+            let mut seen = std::collections::HashSet::new();
+            Ok(list
+                .into_iter()
+                .filter_map(|fields| {
+                    let email = fields.get("email").and_then(Value::as_str).map(str::to_string);
+                    let id = fields.get("id").and_then(Value::as_str).map(str::to_string).or_else(|| email.as_ref().map(|e| e.to_lowercase())).unwrap_or_default();
+                    // One request per campaign × recipient, even when the list repeats one.
+                    seen.insert(id.clone()).then_some(Recipient { id, email, fields })
+                })
+                .collect())
+        }
+        Audience::C360(q) => {
+            let path = lake.join("gold").join("c360");
+            if !path.join("_delta_log").is_dir() {
+                return Err(format!("customer 360 has no gold table yet ({}): run `funnel run lake`", path.display()));
+            }
+            let ctx = deltalake::datafusion::prelude::SessionContext::new();
+            crate::lake::query::register(&ctx, "c360", &path).await.map_err(|e| format!("opening gold c360: {e:#}"))?;
+            let list = |col: &str, vals: &[String]| (!vals.is_empty()).then(|| format!("{col} IN ({})", vals.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect::<Vec<_>>().join(", ")));
+            let filters: Vec<String> = [list("lifecycle_stage", &q.lifecycle_stage), list("segment", &q.segment)].into_iter().flatten().collect();
+            let sql = format!(
+                "SELECT {}, email FROM c360{} ORDER BY customer_id{}",
+                C360_FIELDS.join(", "),
+                if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) },
+                q.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
+            );
+            let rows = crate::lake::query::rows(&ctx, &sql).await.map_err(|e| format!("querying gold c360: {e:#}"))?;
+            Ok(rows
+                .into_iter()
+                .map(|mut fields| {
+                    let email = fields.remove("email").and_then(|v| v.as_str().map(str::to_string));
+                    let id = fields.get("customer_id").and_then(Value::as_str).unwrap_or_default().to_string();
+                    Recipient { id, email, fields }
+                })
+                .collect())
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The planner (runs inside `funnel campaigns serve`; one instance): every tick it catches
+//! the view up and
+//! - starts each scheduled campaign that is due — the audience is expanded into one send
+//!   request per recipient (batch numbers of the campaign's batch size; recipients without a
+//!   usable address are recorded `skipped` with the reason) and the `start` task, all in one
+//!   Kafka transaction — or fails it as expired when it is too late;
+//! - starts again a campaign whose start record exists without its requests (a transaction
+//!   the broker leaked): the ledger makes the second set harmless;
+//! - finishes a running campaign once every recipient has a final outcome;
+//! - publishes the counts of every campaign that changed to campaign.stats.v1.
+//! A restart loses nothing: the view is read back from the topics, and a campaign due while
+//! the service was down starts on the first tick.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::audience;
+use super::metrics::metrics;
+use super::model::{action, fmt_ms, State};
+use super::records::{status, Codec, LedgerEntry, SendRequest, Task};
+use super::view::View;
+use crate::kafka::batch_producer::OutRecord;
+use crate::kafka::producer_config;
+use crate::runtime::{health, shutdown};
+
+pub const PROCESSOR: &str = "campaign-planner";
+
+pub struct Planner {
+    codec: Arc<Codec>,
+    view: View,
+    lake: PathBuf,
+    producer: FutureProducer,
+    plain: FutureProducer,
+    pub tick: Duration,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Planner {
+    pub async fn open(brokers: &str, codec: Arc<Codec>, view: View, lake: PathBuf) -> Result<Self> {
+        let producer: FutureProducer = producer_config(brokers, Some(&codec.topics.names.group(PROCESSOR))).create()?;
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(60))).await?.context("init_transactions (campaign planner)")?;
+        let plain: FutureProducer = producer_config(brokers, None).create()?;
+        Ok(Planner { codec, view, lake, producer, plain, tick: Duration::from_millis(500) })
+    }
+
+    /// Tick until shutdown; a failed tick is logged, reported and tried again.
+    pub async fn run(mut self) {
+        health::report(PROCESSOR, "running", "");
+        while !shutdown::requested() {
+            match self.once().await {
+                Ok(()) => health::report(PROCESSOR, "running", ""),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "campaign planner tick failed; trying again");
+                    health::report(PROCESSOR, "failed", format!("{e:#}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.tick) => {}
+                _ = shutdown::wait() => break,
+            }
+        }
+    }
+
+    pub async fn once(&mut self) -> Result<()> {
+        self.view.catch_up().await?;
+        let now = now_ms();
+        let mut starts = vec![];
+        let mut tasks = vec![];
+        {
+            let v = self.view.read();
+            for (id, c) in &v.campaigns {
+                let Some(def) = &c.definition else { continue };
+                let l = &c.life;
+                match l.state {
+                    State::Scheduled if l.scheduled_at.is_some_and(|at| at <= now) => {
+                        let at = l.scheduled_at.unwrap_or(now);
+                        if now - at > def.expire_after_ms {
+                            let detail = format!("expired: due at {}, not started within {} s", fmt_ms(at), def.expire_after_ms / 1000);
+                            tasks.push(Task { detail: Some(detail), ..Task::new(id, action::FAIL, now) });
+                        } else {
+                            starts.push(def.clone());
+                        }
+                    }
+                    State::Running | State::Paused if l.requested.is_none() => starts.push(def.clone()),
+                    State::Running if l.requested.is_some_and(|n| c.done() >= n) => tasks.push(Task::new(id, action::FINISH, now)),
+                    _ => {}
+                }
+            }
+        }
+        for t in &tasks {
+            tracing::info!(campaign = t.campaign_id, action = t.action, detail = t.detail.as_deref().unwrap_or(""), "campaign lifecycle");
+            metrics().lifecycle.with_label_values(&[if t.action == action::FAIL { "failed" } else { "finished" }]).inc();
+            self.send_plain(&self.codec.task(t)?).await?;
+        }
+        for def in starts {
+            self.start(&def).await?;
+        }
+        self.publish_stats().await
+    }
+
+    async fn send_plain(&self, out: &OutRecord) -> Result<()> {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
+        if let Some(v) = &out.value {
+            rec = rec.payload(v);
+        }
+        self.plain.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?;
+        Ok(())
+    }
+
+    /// Expand the audience and start, in one transaction.
+    async fn start(&self, def: &super::records::Definition) -> Result<()> {
+        let id = &def.campaign_id;
+        let now = now_ms();
+        let recipients = match audience::resolve(def, &self.lake).await {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(campaign = id, reason, "campaign audience failed; the campaign fails");
+                metrics().lifecycle.with_label_values(&["failed"]).inc();
+                return self.send_plain(&self.codec.task(&Task { detail: Some(format!("audience: {reason}")), ..Task::new(id, action::FAIL, now) })?).await;
+            }
+        };
+        let mut outs = Vec::with_capacity(recipients.len() + 1);
+        let (mut requests, mut skipped) = (0i32, 0);
+        for r in &recipients {
+            match r.skip_reason() {
+                Some(reason) => {
+                    skipped += 1;
+                    outs.push(self.codec.ledger(&LedgerEntry {
+                        campaign_id: id.clone(),
+                        recipient_id: r.id.clone(),
+                        email: r.email.clone(),
+                        status: status::SKIPPED.into(),
+                        attempt: 0,
+                        smtp_code: None,
+                        detail: Some(reason),
+                        message_id: None,
+                        at: now,
+                    })?);
+                }
+                None => {
+                    let req = SendRequest {
+                        campaign_id: id.clone(),
+                        recipient_id: r.id.clone(),
+                        email: r.email.clone().unwrap_or_default(),
+                        fields: serde_json::Value::Object(r.fields.clone()).to_string(),
+                        batch: requests / def.batch_size.max(1),
+                        attempt: 1,
+                        not_before: 0,
+                    };
+                    requests += 1;
+                    outs.push(self.codec.request(&req)?);
+                }
+            }
+        }
+        outs.push(self.codec.task(&Task { requested: Some(recipients.len() as i64), ..Task::new(id, action::START, now) })?);
+        let t0 = std::time::Instant::now();
+        self.producer.begin_transaction().context("begin_transaction")?;
+        let mut pending = Vec::with_capacity(outs.len());
+        for out in &outs {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
+            if let Some(v) = &out.value {
+                rec = rec.payload(v);
+            }
+            match self.producer.send_result(rec) {
+                Ok(f) => pending.push(f),
+                Err((e, _)) => {
+                    self.abort().await;
+                    return Err(e).context("producing the campaign's send requests");
+                }
+            }
+        }
+        for f in pending {
+            if let Err(e) = f.await.map_err(|_| anyhow::anyhow!("producer dropped a record")).and_then(|r| r.map_err(|(e, _)| anyhow::Error::from(e))) {
+                self.abort().await;
+                return Err(e).context("a send request was not acknowledged");
+            }
+        }
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(60))).await?.context("committing the campaign start")?;
+        metrics().lifecycle.with_label_values(&["started"]).inc();
+        tracing::info!(campaign = id, recipients = recipients.len(), requests, skipped, batches = (requests + def.batch_size - 1) / def.batch_size.max(1), ms = t0.elapsed().as_millis() as u64, "campaign started");
+        self.view.catch_up().await
+    }
+
+    async fn abort(&self) {
+        let p = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30))).await;
+    }
+
+    async fn publish_stats(&self) -> Result<()> {
+        let now = now_ms();
+        let stats: Vec<_> = {
+            let mut v = self.view.write();
+            let changed = v.take_changed();
+            changed.iter().filter_map(|id| v.campaigns.get(id).filter(|c| c.definition.is_some()).map(|c| c.stats(id, now))).collect()
+        };
+        for s in &stats {
+            self.send_plain(&self.codec.stats(s)?).await?;
+        }
+        Ok(())
+    }
+}
