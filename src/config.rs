@@ -42,3 +42,20 @@ impl Endpoints {
         Ok(std::fs::canonicalize(&self.lake_dir)?)
     }
 }
+
+/// "60" (seconds, as the relay's RETRY_BACKOFF_BASE), "250ms", "60s", "2m".
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (e.g. 60, 250ms, 60s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range (0 to 24 h)"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}

@@ -16,11 +16,11 @@ const DEMO_REDIS_PREFIX: &str = "c360";
 
 pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir: Option<PathBuf>, synthetic_scale: u32) -> Result<()> {
     let started = Instant::now();
-    println!("\n== 1/6 local stack");
+    println!("\n== 1/7 local stack");
     stack::up(dirs).await?;
     stack::stop_processors(dirs)?;
 
-    println!("\n== 2/6 seed the olist database ({})", match &data_dir {
+    println!("\n== 2/7 seed the olist database ({})", match &data_dir {
         Some(d) => format!("real Olist files from {}, missing tables generated", d.display()),
         None => format!("synthetic, {synthetic_scale}k orders"),
     });
@@ -28,7 +28,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let source_rows: u64 = report.tables.iter().map(|t| t.1).sum();
     println!("loaded {source_rows} rows into {} tables", report.tables.len());
 
-    println!("\n== 3/6 topics and schemas from topology/");
+    println!("\n== 3/7 topics and schemas from topology/");
     // A fresh source means a fresh pipeline: drop the previous run's slot, topics and lake.
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "olist").await?;
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "relay").await?;
@@ -37,7 +37,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let stale: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?
         .into_iter()
         .filter(|t| {
-            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing.", "dom.", "cdc.relay.", "relay."].iter().any(|p| t.starts_with(p))
+            ["olist.", "_funnel.", "funnel.dlq.", "ecommerce.seller.", "marketing.", "dom.", "cdc.relay.", "relay.", "campaign."].iter().any(|p| t.starts_with(p))
         })
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
@@ -55,7 +55,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
     println!(
-        "\n== 4/6 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
+        "\n== 4/7 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
         dirs.state()?.display()
     );
     // The HTTP services (loader API, serve) take the token `stack up` wrote.
@@ -90,10 +90,13 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     })
     .await?;
 
-    println!("\n== 5/6 events relay: OMS sample → inbox → CDC → router → delivery (sGTM ga4 + custom clients, Meta CAPI; logs relay.log, relay-serve.log)");
+    println!("\n== 5/7 events relay: OMS sample → inbox → CDC → router → delivery (sGTM ga4 + custom clients, Meta CAPI; logs relay.log, relay-serve.log)");
     crate::relay::demo::run(ep, dirs, &funnel).await?;
 
-    println!("\n== 6/6 summary");
+    println!("\n== 6/7 email campaign: a customer-360 segment → send requests → 2 sender workers → the stack's SMTP server (logs campaigns-*.log)");
+    crate::campaigns::demo::run(ep, dirs, &funnel).await?;
+
+    println!("\n== 7/7 summary");
     crate::summary::print(ep, "olist").await?;
     crate::summary::print_leads(&lake).await?;
     crate::summary::print_domain(&ep.brokers)?;
@@ -108,7 +111,9 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
          \x20 open http://127.0.0.1:{serve_port}/                 # customer 360 page (Redis), JSON→Avro, /api/sql\n\
          \x20                                                 # (user funnel, password: the token in {})\n\
          \x20 funnel sql \"SELECT segment, count(*) FROM gold_c360 GROUP BY 1\"\n\
-         \x20 curl -u funnel:$(cat {}) localhost:8088/admin/v1/storefronts   # the relay's admin API\n\
+         \x20 curl -u funnel:$(cat {}) localhost:8088/admin/v1/storefronts   # the relay's admin API
+         \x20 funnel campaigns status <id>                    # a campaign's counts (API on port 8090)
+         \x20 funnel sql \"SELECT * FROM gold_campaign_stats\"\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),

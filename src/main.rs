@@ -296,6 +296,13 @@ enum BenchWhich {
         #[command(flatten)]
         cfg: funnel::bench::relay::RelayBenchConfig,
     },
+    /// Campaign mails/s: funnel's sender workers (broker, ledger, rendering with tracking
+    /// links, pooled SMTP) ÷ a plain SMTP client sending the same rendered mails, both to an
+    /// in-process SMTP sink. Scratch topics, deleted afterwards.
+    Campaigns {
+        #[command(flatten)]
+        cfg: funnel::bench::campaigns::CampaignsBenchConfig,
+    },
 }
 
 #[derive(Subcommand)]
@@ -638,6 +645,7 @@ async fn run(cli: Cli) -> Result<()> {
             BenchWhich::CdcSnapshot { table } => funnel::bench::cdc_snapshot::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &table).await,
             BenchWhich::Bronze { topics } => funnel::bench::bronze::run(&ep.brokers, &ep.registry_url, &topics).await,
             BenchWhich::Relay { cfg } => funnel::bench::relay::run(&ep.source_pg_url, &ep.brokers, &ep.registry_url, &cfg).await,
+            BenchWhich::Campaigns { cfg } => funnel::bench::campaigns::run(&ep.brokers, &ep.registry_url, &cfg).await,
             BenchWhich::C360 { cfg } => {
                 shutdown::install();
                 funnel::bench::c360::run(&ep.brokers, &ep.registry_url, &ep.redis_url, &cfg).await

@@ -5,6 +5,17 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// The judgement of one attempt at an outbound integration (an ad platform's or sGTM's HTTP
+/// answer, an SMTP reply): every destination module classifies into this.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Delivered,
+    /// Transient: try again, not before `after` when the destination said so.
+    Retry { class: &'static str, after: Option<Duration> },
+    /// The destination will never take it as it is.
+    Permanent { class: &'static str },
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     pub attempts: u32,

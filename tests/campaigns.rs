@@ -5,106 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::mailbox::Mailbox;
+use common::campaigns::*;
 use common::*;
 use serde_json::{json, Value as Json};
-
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
-struct Campaigns {
-    base: String,
-    mailbox: Mailbox,
-    ns: String,
-}
-
-/// The service and `workers` sender workers, on their own namespace, SMTP server and port.
-async fn start(case: &mut Case, workers: usize) -> Campaigns {
-    let mailbox = Mailbox::start(&case.stack.python, case.lake.path().join("mail")).await;
-    let port = free_port();
-    let ns = case.prefix.clone();
-    let base = format!("http://127.0.0.1:{port}");
-    let common = |cmd: &str| -> Vec<String> {
-        let mut a: Vec<String> = ["campaigns", cmd, "--namespace", &ns, "--smtp-url", &mailbox.url(), "--public-url", &base].iter().map(|s| s.to_string()).collect();
-        a.extend(["--smtp-retry-backoff", "300ms", "--campaign-partitions", "4"].iter().map(|s| s.to_string()));
-        a
-    };
-    let mut serve = common("serve");
-    serve.extend(["--port".into(), port.to_string()]);
-    case.spawn(&serve, "campaigns-serve");
-    for i in 0..workers {
-        case.spawn(&common("send"), &format!("campaigns-send-{i}"));
-    }
-    let http = reqwest::Client::new();
-    wait_for(Duration::from_secs(90), "funnel campaigns serve", || async { matches!(http.get(format!("{base}/health")).send().await, Ok(r) if r.status() == 200) }).await;
-    Campaigns { base, mailbox, ns }
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-async fn create(case: &Case, c: &Campaigns, body: Json) -> String {
-    let r = case.http().post(format!("{}/api/v1/campaigns", c.base)).json(&body).send().await.unwrap();
-    let status = r.status().as_u16();
-    let v: Json = r.json().await.unwrap();
-    assert_eq!(status, 201, "create: {v}");
-    v["id"].as_str().unwrap().to_string()
-}
-
-async fn status(case: &Case, c: &Campaigns, id: &str) -> Json {
-    case.http().get(format!("{}/api/v1/campaigns/{id}/status", c.base)).send().await.unwrap().json().await.unwrap()
-}
-
-async fn wait_state(case: &Case, c: &Campaigns, id: &str, state: &str, timeout: Duration) -> Json {
-    let mut last = Json::Null;
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < timeout {
-        last = status(case, c, id).await;
-        if last["state"] == state {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("campaign {id} not {state} within {timeout:?}: {last}\nserve log:\n{}", case.log("campaigns-serve"));
-}
-
-fn per_recipient(mails: &[common::mailbox::Mail]) -> HashMap<String, usize> {
-    let mut n = HashMap::new();
-    for m in mails {
-        *n.entry(m.to.clone()).or_default() += 1;
-    }
-    n
-}
-
-fn listed(n: usize) -> Vec<Json> {
-    let mut people: Vec<Json> = (0..n).map(|i| json!({"email": format!("p{i}@list.example"), "first_name": format!("P{i}"), "city": format!("City{i}")})).collect();
-    people[5]["first_name"] = json!("<Zé & Co>");
-    for i in 0..3 {
-        people.push(json!({"email": format!("tempfail-2-{i}@list.example"), "first_name": format!("T{i}"), "city": "Recife"}));
-        people.push(json!({"email": format!("bounce-{i}@list.example"), "first_name": format!("B{i}"), "city": "Natal"}));
-    }
-    // No first_name: fails alone, never half-rendered.
-    people.push(json!({"email": "nameless@list.example", "city": "Salvador"}));
-    people
-}
-
-fn campaign_body(name: &str, recipients: Vec<Json>, batch_size: i64) -> Json {
-    json!({
-        "name": name, "sender": "Shop <news@shop.example>",
-        "subject": "Hello {{ first_name }}", "batch_size": batch_size,
-        "text": "Dear {{ first_name }} from {{ city }}, see {{ track(\"https://shop.example/sale\") }}",
-        "html": "<html><body><p>Dear {{ first_name }} from {{ city }}</p><a href=\"{{ track('https://shop.example/sale') }}\">sale</a> <a href=\"{{ track('https://shop.example/new') }}\">new</a></body></html>",
-        "audience": {"recipients": recipients}, "scheduled_at": now_rfc3339(),
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_campaign_mails_each_recipient_once_retries_4xx_and_suppresses_5xx() {
     let mut case = Case::new("cmplist").await;
-    let c = start(&mut case, 2).await;
+    let c = start(&mut case, 2, &[]).await;
     let people = listed(240);
     let id = create(&case, &c, campaign_body("Spring", people.clone(), 50)).await;
     let s = wait_state(&case, &c, &id, "finished", Duration::from_secs(180)).await;
@@ -152,7 +62,7 @@ async fn a_listed_campaign_mails_each_recipient_once_retries_4xx_and_suppresses_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_campaign_input_gets_a_clear_4xx_and_changes_nothing() {
     let mut case = Case::new("cmpbad").await;
-    let c = start(&mut case, 0).await;
+    let c = start(&mut case, 0, &[]).await;
     let http = case.http();
     let url = format!("{}/api/v1/campaigns", c.base);
     let ok = campaign_body("Ok", vec![json!({"email": "a@list.example", "first_name": "A", "city": "X"})], 10);
@@ -213,7 +123,7 @@ async fn bad_campaign_input_gets_a_clear_4xx_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_clicks_and_one_click_unsubscribes_are_counted_by_person_and_machine() {
     let mut case = Case::new("cmptrack").await;
-    let c = start(&mut case, 1).await;
+    let c = start(&mut case, 1, &[]).await;
     let people: Vec<Json> = (1..=3).map(|i| json!({"email": format!("r{i}@list.example"), "first_name": format!("R{i}"), "city": "C"})).collect();
     let id = create(&case, &c, campaign_body("Tracked", people.clone(), 10)).await;
     wait_state(&case, &c, &id, "finished", Duration::from_secs(120)).await;
@@ -294,4 +204,238 @@ async fn opens_clicks_and_one_click_unsubscribes_are_counted_by_person_and_machi
     let next = create(&case, &c, campaign_body("Next", people, 10)).await;
     let s = wait_state(&case, &c, &next, "finished", Duration::from_secs(120)).await;
     assert_eq!((s["recipients"]["sent"].as_i64(), s["recipients"]["suppressed"].as_i64()), (Some(2), Some(1)), "{s}");
+}
+
+fn at_in(ms: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds(ms)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn ms(rfc3339: &Json) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap()).unwrap().timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_campaigns_start_on_time_across_a_restart_and_pause_resume_cancel_take_effect() {
+    let mut case = Case::new("cmpsched").await;
+    // 20 mails/s: a campaign of 200 takes about 10 s, long enough to pause and cancel it.
+    let mut c = start(&mut case, 1, &["--rate-per-sender", "20"]).await;
+    let http = case.http();
+    let url = format!("{}/api/v1/campaigns", c.base);
+    let people = |tag: &str, n: usize| -> Vec<Json> { (0..n).map(|i| json!({"email": format!("{tag}{i}@list.example"), "first_name": "F", "city": "C"})).collect() };
+
+    // A due in 8 s; E due in 2 s but expiring after 1 s. The service is down from 1 s to 6 s.
+    let mut a = campaign_body("A", people("a", 200), 10);
+    a["scheduled_at"] = json!(at_in(8_000));
+    let a = create(&case, &c, a).await;
+    let mut e = campaign_body("E", people("e", 5), 10);
+    e["scheduled_at"] = json!(at_in(2_000));
+    e["expire_after_seconds"] = json!(1);
+    let e = create(&case, &c, e).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    case.kill9(c.serve);
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    c.kill_serve(&mut case); // starts it again
+    c.wait_healthy().await;
+    let s = wait_state(&case, &c, &e, "failed", Duration::from_secs(30)).await;
+    assert!(s["detail"].as_str().unwrap_or("").starts_with("expired"), "{s}");
+    assert_eq!(s["recipients"]["requested"], 0, "an expired campaign sends nothing: {s}");
+
+    wait_state(&case, &c, &a, "running", Duration::from_secs(30)).await;
+    let shown: Json = http.get(format!("{url}/{a}")).send().await.unwrap().json().await.unwrap();
+    let late = ms(&shown["started_at"]) - ms(&shown["scheduled_at"]);
+    eprintln!("campaign A started {late} ms after its time (the service restarted in between)");
+    assert!((0..5_000).contains(&late), "started within 5 s of its time: {shown}");
+
+    // Pause: sending stops within a batch (10).
+    wait_for(Duration::from_secs(30), "first mails of A", || async { c.mailbox.count() >= 30 }).await;
+    assert_eq!(http.post(format!("{url}/{a}/pause")).send().await.unwrap().status(), 200);
+    let at_pause = c.mailbox.count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = c.mailbox.count();
+    eprintln!("paused at {at_pause} mails, {after} after 3 s");
+    assert!(after - at_pause <= 10, "at most one batch after the pause: {at_pause} → {after}");
+    assert_eq!(status(&case, &c, &a).await["state"], "paused");
+    // Resume continues where it stopped: every recipient once.
+    assert_eq!(http.post(format!("{url}/{a}/resume")).send().await.unwrap().status(), 200);
+    let s = wait_state(&case, &c, &a, "finished", Duration::from_secs(120)).await;
+    assert_eq!(s["recipients"]["sent"], 200, "{s}");
+    let n = per_recipient(&c.mailbox.mails());
+    assert_eq!((n.len(), n.values().max().copied()), (200, Some(1)), "each of A's recipients exactly once");
+
+    // Cancel ends a running campaign: the rest is recorded cancelled, nothing more is sent.
+    let b = create(&case, &c, campaign_body("B", people("b", 200), 10)).await;
+    wait_for(Duration::from_secs(30), "first mails of B", || async { c.mailbox.count() >= 220 }).await;
+    assert_eq!(http.post(format!("{url}/{b}/cancel")).send().await.unwrap().status(), 200);
+    let at_cancel = c.mailbox.count();
+    json_error(http.post(format!("{url}/{b}/resume")).send().await.unwrap(), 409, "resume a cancelled campaign").await;
+    wait_for(Duration::from_secs(30), "B's requests all recorded", || async {
+        let s = status(&case, &c, &b).await;
+        s["recipients"]["pending"] == 0
+    })
+    .await;
+    let s = status(&case, &c, &b).await;
+    let sent = c.mailbox.count() - 200;
+    assert!(sent <= at_cancel - 200 + 10, "at most one batch after the cancel: {at_cancel} → {}", c.mailbox.count());
+    assert_eq!(s["state"], "cancelled");
+    assert_eq!((s["recipients"]["sent"].as_u64(), s["recipients"]["cancelled"].as_u64()), (Some(sent as u64), Some(200 - sent as u64)), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_campaigns_from_files_and_prints_their_status() {
+    let mut case = Case::new("cmpcli").await;
+    let c = start(&mut case, 1, &[]).await;
+    let dir = case.lake.path();
+    std::fs::write(dir.join("template.json"), r#"{"name": "CLI", "sender": "Shop <news@shop.example>", "subject": "Hi {{ first_name }}", "text": "{{ first_name }}, {{ city }}"}"#).unwrap();
+    std::fs::write(dir.join("people.csv"), "email,first_name,city\nana@list.example,Ana,Recife\nbia@list.example,Bia,Natal\ncid@list.example,Cid,Belém\n").unwrap();
+    let out = case.run_ok(&["campaigns", "submit", "--url", &c.base, "--template", dir.join("template.json").to_str().unwrap(), "--recipients", dir.join("people.csv").to_str().unwrap(), "--count", "2"]);
+    let ids: Vec<String> = out.split_whitespace().filter(|w| w.starts_with("cmp-")).map(str::to_string).collect();
+    assert_eq!(ids.len(), 2, "{out}");
+    assert!(out.contains("CLI #1") && out.contains("CLI #2"), "{out}");
+    for id in &ids {
+        wait_state(&case, &c, id, "finished", Duration::from_secs(60)).await;
+        let out = case.run_ok(&["campaigns", "status", "--url", &c.base, id]);
+        assert!(out.contains(&format!("campaign {id} (CLI #")) && out.contains("): finished"), "{out}");
+        let sent = out.lines().find(|l| l.contains(" sent ")).unwrap_or_default();
+        assert!(sent.split('┆').nth(1).is_some_and(|n| n.trim() == "3"), "3 sent: {out}");
+    }
+    let n = per_recipient(&c.mailbox.mails());
+    assert_eq!(n, [("ana@list.example", 2), ("bia@list.example", 2), ("cid@list.example", 2)].into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    // A CSV without an email column is refused before anything is sent.
+    std::fs::write(dir.join("bad.csv"), "mail,first_name\nx@list.example,X\n").unwrap();
+    let bad = case.funnel().args(["campaigns", "submit", "--url", &c.base, "--template", dir.join("template.json").to_str().unwrap(), "--recipients", dir.join("bad.csv").to_str().unwrap()]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no `email` column"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_outage_makes_the_workers_wait_and_report_it_and_fails_no_mail() {
+    let mut case = Case::new("cmpoutage").await;
+    let health_port = free_port();
+    let mut c = start(&mut case, 1, &["--http-port", &health_port.to_string()]).await;
+    let health = format!("http://127.0.0.1:{health_port}/health");
+    wait_for(Duration::from_secs(30), "worker /health", || async { reqwest::get(&health).await.is_ok() }).await;
+    c.mailbox.stop();
+    let people: Vec<Json> = (0..50).map(|i| json!({"email": format!("o{i}@list.example"), "first_name": "O", "city": "C"})).collect();
+    let id = create(&case, &c, campaign_body("Outage", people, 10)).await;
+    // The worker reports the outage on /health and records nothing as failed.
+    wait_for(Duration::from_secs(60), "worker unhealthy while SMTP is down", || async {
+        match reqwest::get(&health).await {
+            Ok(r) if r.status() == 503 => r.text().await.unwrap_or_default().contains("smtp"),
+            _ => false,
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = status(&case, &c, &id).await;
+    assert_eq!((s["state"].as_str(), s["recipients"]["sent"].as_i64(), s["recipients"]["failed"].as_i64(), s["recipients"]["pending"].as_i64()), (Some("running"), Some(0), Some(0), Some(50)), "{s}");
+    // Back: everything is delivered, once, and the worker is healthy again.
+    c.mailbox.restart().await;
+    let s = wait_state(&case, &c, &id, "finished", Duration::from_secs(120)).await;
+    assert_eq!((s["recipients"]["sent"].as_i64(), s["recipients"]["failed"].as_i64()), (Some(50), Some(0)), "{s}");
+    let n = per_recipient(&c.mailbox.mails());
+    assert_eq!((n.len(), n.values().max().copied()), (50, Some(1)));
+    wait_for(Duration::from_secs(30), "worker healthy again", || async { matches!(reqwest::get(&health).await, Ok(r) if r.status() == 200) }).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("campaign_processor_healthy{") && l.ends_with(" 1")), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "campaigns_processed_total{status=\"sent\"} 50"), "{}", metrics.lines().filter(|l| l.starts_with("campaign")).collect::<Vec<_>>().join("\n"));
+}
+
+/// A campaign to a customer-360 segment of the olist people in batches of 100: exactly one
+/// personalised mail per person of the segment. Then three of them unsubscribe, and a second
+/// campaign to the same segment runs while its two sender workers and the service are killed
+/// (-9) six times: nobody is skipped, the unsubscribed get nothing, duplicates are counted
+/// (only mails in flight at a kill may be sent twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_to_a_c360_segment_mails_each_person_once_and_skips_nobody_across_kill_9() {
+    let mut case = Case::new("cmpc360").await;
+    let case = &mut case;
+    // The olist database (synthetic, 8 000 orders), CDC → domain → c360 → gold c360.
+    case.run_ok(&["seed", "olist", "--synthetic-scale", "8"]);
+    let mut cdc = case.cdc_args();
+    cdc.extend(["--cdc-tables".to_string(), "ecommerce.customers,ecommerce.orders,ecommerce.order_items,ecommerce.order_payments,ecommerce.products,ecommerce.order_reviews".to_string()]);
+    case.spawn(&cdc, "cdc");
+    let pipeline: Vec<String> = ["run", "domain", "c360", "lake", "--http-port", "0", "--namespace", &case.prefix, "--cdc-topic-prefix", &case.prefix].iter().map(|s| s.to_string()).collect();
+    case.spawn(&pipeline, "c360");
+    let pg = case.pg().await;
+    let persons: i64 = pg.query_one("SELECT count(DISTINCT customer_unique_id) FROM ecommerce.customers", &[]).await.unwrap().get(0);
+    let t0 = std::time::Instant::now();
+    wait_for(Duration::from_secs(900), "every person in gold c360", || async {
+        let out = case.run_ok(&["sql", "--format", "json", "SELECT count(*) AS n FROM gold_c360 WHERE order_count > 0"]);
+        json_lines(&out).first().and_then(|r| r["n"].as_i64()) == Some(persons)
+    })
+    .await;
+    eprintln!("{persons} persons in gold c360 after {:.0} s", t0.elapsed().as_secs_f64());
+    // The largest segment is the audience.
+    let sizes = json_lines(&case.run_ok(&["sql", "--format", "json", "SELECT segment, count(*) AS n FROM gold_c360 GROUP BY segment ORDER BY n DESC, segment"]));
+    let segment = sizes[0]["segment"].as_str().unwrap().to_string();
+    let segment = segment.as_str();
+    let sql = format!("SELECT customer_id, email, city, order_count FROM gold_c360 WHERE segment = '{segment}' ORDER BY customer_id");
+    let people = json_lines(&case.run_ok(&["sql", "--format", "json", &sql]));
+    eprintln!("segment {segment}: {} people in gold c360", people.len());
+    assert!(people.len() >= 1000, "thousands of recipients: {}", people.len());
+    assert!(people.iter().all(|p| p["email"].as_str().is_some_and(|e| e.ends_with("@customers.example"))), "every seeded person has an address");
+    let by_email: std::collections::HashMap<String, &Json> = people.iter().map(|p| (p["email"].as_str().unwrap().to_string(), p)).collect();
+    let concurrency = 8;
+    let mut c = start(case, 2, &["--rate-per-sender", "150", "--smtp-concurrency", &concurrency.to_string()]).await;
+    let body = |name: &str| {
+        serde_json::json!({
+            "name": name, "sender": "Olist <news@olist.example>", "batch_size": 100,
+            "subject": "{{ order_count }} orders, {{ city }}",
+            "text": "Hello {{ customer_id }} ({{ segment }}) from {{ city }}",
+            "html": "<p>Hello {{ customer_id }} from {{ city }}</p>",
+            "audience": {"c360": {"segment": [segment]}}, "scheduled_at": now_rfc3339(),
+        })
+    };
+    let of = |mails: &[common::mailbox::Mail], id: &str| -> Vec<common::mailbox::Mail> { mails.iter().filter(|m| m.headers.get("x-funnel-campaign").map(String::as_str) == Some(id)).cloned().collect() };
+
+    let t0 = std::time::Instant::now();
+    let first = create(case, &c, body("Repeat buyers")).await;
+    let s = wait_state(case, &c, &first, "finished", Duration::from_secs(600)).await;
+    eprintln!("campaign to {} people finished in {:.0} s: {s}", people.len(), t0.elapsed().as_secs_f64());
+    assert_eq!((s["recipients"]["requested"].as_u64(), s["recipients"]["sent"].as_u64()), (Some(people.len() as u64), Some(people.len() as u64)), "{s}");
+    let mails = of(&c.mailbox.mails(), &first);
+    let n = per_recipient(&mails);
+    assert_eq!((mails.len(), n.len()), (people.len(), people.len()), "exactly one mail per person of the segment");
+    for m in mails.iter().step_by(97) {
+        let p = by_email.get(&m.to).unwrap_or_else(|| panic!("{} is not in the segment", m.to));
+        assert_eq!(m.subject, format!("{} orders, {}", p["order_count"], p["city"].as_str().unwrap()));
+        assert_eq!(m.text, format!("Hello {} ({segment}) from {}", p["customer_id"].as_str().unwrap(), p["city"].as_str().unwrap()));
+        for h in ["message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"] {
+            assert!(m.headers.contains_key(h), "{h} missing: {:?}", m.headers);
+        }
+    }
+    // Three people unsubscribe with the one-click POST of their mail.
+    let gone: Vec<&common::mailbox::Mail> = mails.iter().take(3).collect();
+    for m in &gone {
+        let u = m.headers["list-unsubscribe"].trim_matches(['<', '>']).to_string();
+        let r = reqwest::Client::new().post(&u).header("user-agent", FIREFOX).body("List-Unsubscribe=One-Click").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let second = create(case, &c, body("Repeat buyers, again")).await;
+    let (mut worker_kills, mut serve_kills) = (0, 0);
+    for k in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        match k % 3 {
+            0 | 1 => {
+                c.kill_worker(case, k % 2);
+                worker_kills += 1;
+            }
+            _ => {
+                c.kill_serve(case);
+                serve_kills += 1;
+            }
+        }
+    }
+    c.wait_healthy().await;
+    let s = wait_state(case, &c, &second, "finished", Duration::from_secs(600)).await;
+    let mails = of(&c.mailbox.mails(), &second);
+    let n = per_recipient(&mails);
+    let missing: Vec<&String> = by_email.keys().filter(|e| !n.contains_key(*e) && !gone.iter().any(|g| &g.to == *e)).collect();
+    let duplicates = mails.len() - n.len();
+    eprintln!("second campaign with {worker_kills} worker and {serve_kills} service kill -9: {} mails to {} people, {duplicates} duplicates, {} missing; {s}", mails.len(), n.len(), missing.len());
+    assert!(missing.is_empty(), "nobody skipped: {missing:?}");
+    assert!(gone.iter().all(|g| !n.contains_key(&g.to)), "the unsubscribed got nothing");
+    assert_eq!((s["recipients"]["sent"].as_u64(), s["recipients"]["suppressed"].as_u64()), (Some(people.len() as u64 - 3), Some(3)), "{s}");
+    assert!(duplicates <= worker_kills * concurrency, "duplicates only for mails in flight at a kill ({duplicates} > {worker_kills} kills × {concurrency} in flight)");
 }

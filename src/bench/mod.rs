@@ -3,6 +3,7 @@
 
 pub mod bronze;
 pub mod c360;
+pub mod campaigns;
 pub mod cdc_snapshot;
 pub mod relay;
 

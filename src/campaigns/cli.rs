@@ -196,8 +196,9 @@ async fn print_status(stack_dir: &Path, url: &str, id: &str) -> Result<()> {
     println!("campaign {id} ({}): {}", v["name"].as_str().unwrap_or(""), v["state"].as_str().unwrap_or(""));
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec!["recipients", "count", "engagement", "count"]);
-    let left: Vec<(&str, i64)> = v["recipients"].as_object().map(|o| o.iter().map(|(k, n)| (k.as_str(), n.as_i64().unwrap_or(0))).collect()).unwrap_or_default();
-    let right: Vec<(&str, i64)> = v["engagement"].as_object().map(|o| o.iter().map(|(k, n)| (k.as_str(), n.as_i64().unwrap_or(0))).collect()).unwrap_or_default();
+    let pick = |group: &str, keys: &[&'static str]| -> Vec<(&'static str, i64)> { keys.iter().map(|k| (*k, v[group][*k].as_i64().unwrap_or(0))).collect() };
+    let left = pick("recipients", &["requested", "pending", "sent", "retrying", "failed", "bounced", "suppressed", "skipped", "cancelled"]);
+    let right = pick("engagement", &["opens", "unique_opens", "unique_human_opens", "clicks", "unique_clicks", "unique_human_clicks", "unsubscribes"]);
     for i in 0..left.len().max(right.len()) {
         let cell = |x: Option<&(&str, i64)>, name: bool| x.map(|(k, n)| if name { k.to_string() } else { n.to_string() }).unwrap_or_default();
         table.add_row(vec![cell(left.get(i), true), cell(left.get(i), false), cell(right.get(i), true), cell(right.get(i), false)]);

@@ -9,6 +9,7 @@
 
 pub mod audience;
 pub mod cli;
+pub mod demo;
 pub mod metrics;
 pub mod model;
 pub mod planner;

@@ -27,7 +27,7 @@ use super::template::{with_pixel, Templates};
 use super::tracking::{Links, TokenKind};
 use super::view::View;
 use crate::kafka::batch_producer::OutRecord;
-use crate::relay::destinations::Verdict;
+use crate::retry::Verdict;
 use crate::runtime::health;
 use crate::runtime::processor::{InRecord, Outcome, Transform};
 
@@ -45,7 +45,7 @@ pub struct SenderConfig {
     #[arg(long = "rate-per-sender", default_value_t = 0.0)]
     pub rate_per_sender: f64,
     /// Wait before the second attempt after a 4xx; it doubles for each further one.
-    #[arg(long = "smtp-retry-backoff", default_value = "30s", value_parser = crate::relay::topics::parse_duration)]
+    #[arg(long = "smtp-retry-backoff", default_value = "30s", value_parser = crate::config::parse_duration)]
     pub backoff_base: Duration,
     /// Timeout of one SMTP conversation, in seconds.
     #[arg(long = "smtp-timeout-s", default_value_t = 30)]
@@ -300,7 +300,7 @@ impl Transform for Sender {
                     let reply = smtp.send(&job.message).await;
                     let took = t0.elapsed() + job.rendered_in;
                     match &reply {
-                        Reply::Unavailable(_) if tries < 5 => {
+                        Reply::Unavailable(_) if tries < 4 => {
                             tries += 1;
                             tokio::time::sleep(Duration::from_millis(200 << tries)).await;
                         }

@@ -314,7 +314,7 @@ async fn test_send(State(c): State<Arc<Campaigns>>, Path(id): Path<String>, b: R
         Err(e) => return json_error(StatusCode::UNPROCESSABLE_ENTITY, e),
     };
     match c.smtp.send(&message).await {
-        super::smtp::Reply::Judged { verdict: crate::relay::destinations::Verdict::Delivered, code, detail } => Json(json!({"sent": true, "message_id": message_id, "smtp_code": code, "smtp_reply": detail})).into_response(),
+        super::smtp::Reply::Judged { verdict: crate::retry::Verdict::Delivered, code, detail } => Json(json!({"sent": true, "message_id": message_id, "smtp_code": code, "smtp_reply": detail})).into_response(),
         super::smtp::Reply::Judged { code, detail, .. } => json_error(StatusCode::BAD_GATEWAY, format!("the SMTP server refused the test mail: {} {detail}", code.unwrap_or_default())),
         super::smtp::Reply::Unavailable(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, format!("the SMTP server is unavailable: {e}")),
     }

@@ -14,7 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::Digest;
 
 use super::template::Rendered;
-use crate::relay::destinations::Verdict;
+use crate::retry::Verdict;
 
 /// The SMTP server's answer to one mail.
 #[derive(Clone, Debug, PartialEq)]

@@ -176,16 +176,9 @@ impl ViewState {
 pub struct View {
     state: Arc<RwLock<ViewState>>,
     requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
-    _follower: Arc<Follower>,
+    _follower: Arc<crate::runtime::task::AbortOnDrop>,
 }
 
-struct Follower(tokio::task::AbortHandle);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl View {
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ViewState> {
@@ -247,7 +240,7 @@ pub async fn follow(brokers: &str, codec: Arc<Codec>, kinds: &[Kind]) -> Result<
             }
         }
     });
-    Ok(View { state, requests, _follower: Arc::new(Follower(task.abort_handle())) })
+    Ok(View { state, requests, _follower: Arc::new(crate::runtime::task::AbortOnDrop(task.abort_handle())) })
 }
 
 struct FollowerLoop {

@@ -177,16 +177,9 @@ impl RelayState {
 #[derive(Clone, Default)]
 pub struct ConfigView {
     state: Arc<RwLock<RelayState>>,
-    _follower: Option<Arc<Follower>>,
+    _follower: Option<Arc<crate::runtime::task::AbortOnDrop>>,
 }
 
-struct Follower(tokio::task::AbortHandle);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl ConfigView {
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, RelayState> {
@@ -269,5 +262,5 @@ pub async fn follow(brokers: &str, registry: &RegistryClient, topics: &RelayTopi
             }
         }
     });
-    Ok(ConfigView { state, _follower: Some(Arc::new(Follower(task.abort_handle()))) })
+    Ok(ConfigView { state, _follower: Some(Arc::new(crate::runtime::task::AbortOnDrop(task.abort_handle()))) })
 }

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod processor;
 pub mod shutdown;
 pub mod supervise;
+pub mod task;

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub struct Mailbox {
     pub port: u16,
     pub dir: PathBuf,
+    python: PathBuf,
     child: Child,
 }
 
@@ -25,18 +26,35 @@ pub struct Mail {
 impl Mailbox {
     pub async fn start(python: &std::path::Path, dir: PathBuf) -> Mailbox {
         let port = super::free_port();
+        let child = Self::spawn(python, &dir, port).await;
+        Mailbox { port, dir, python: python.to_path_buf(), child }
+    }
+
+    async fn spawn(python: &std::path::Path, dir: &std::path::Path, port: u16) -> Child {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/smtp-sink/smtp_sink.py");
-        let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.with_extension("log")).unwrap();
         let child = Command::new(python)
             .arg(script)
             .args(["--port", &port.to_string(), "--maildir"])
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start the SMTP sink (aiosmtpd in the tools venv: funnel stack up installs it)");
         super::wait_for(Duration::from_secs(30), "SMTP sink", || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() }).await;
-        Mailbox { port, dir, child }
+        child
+    }
+
+    /// kill -9 the server: connections are refused until `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port and Maildir.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.python, &self.dir, self.port).await;
     }
 
     pub fn url(&self) -> String {

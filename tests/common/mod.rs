@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod campaigns;
 pub mod mailbox;
 pub mod relay_sink;
 

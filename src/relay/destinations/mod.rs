@@ -73,15 +73,7 @@ pub struct Request {
     pub events: Vec<usize>,
 }
 
-/// The judgement of one event's attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
-    Delivered,
-    /// Transient: try again, not before `after` when the destination said so.
-    Retry { class: &'static str, after: Option<Duration> },
-    /// The destination will never take it as it is.
-    Permanent { class: &'static str },
-}
+pub use crate::retry::Verdict;
 
 /// What came back for one request.
 pub struct Response<'a> {
