@@ -2,10 +2,14 @@
 //! the view up and
 //! - starts each scheduled campaign that is due — the audience is expanded into one send
 //!   request per recipient (batch numbers of the campaign's batch size; recipients without a
-//!   usable address are recorded `skipped` with the reason) and the `start` task, all in one
-//!   Kafka transaction — or fails it as expired when it is too late;
-//! - starts again a campaign whose start record exists without its requests (a transaction
-//!   the broker leaked): the ledger makes the second set harmless;
+//!   usable address are recorded `skipped` with the reason), and once all of those are
+//!   acknowledged the `start` task — or fails it as expired when it is too late. A crash in
+//!   between leaves the campaign scheduled: the next tick expands it again, and the ledger,
+//!   which every worker checks before it sends, makes the repeated requests harmless (workers
+//!   hold a campaign's requests until its start record arrives). No Kafka transaction: the
+//!   ledger partitions are also written by the workers, and tansu reports the end of a
+//!   partition one short when plain records follow a transaction marker, which left a
+//!   campaign's last outcome unread;
 //! - finishes a running campaign once every recipient has a final outcome;
 //! - publishes the counts of every campaign that changed to campaign.stats.v1.
 //! A restart loses nothing: the view is read back from the topics, and a campaign due while
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::audience;
 use super::metrics::metrics;
@@ -34,7 +38,6 @@ pub struct Planner {
     view: View,
     lake: PathBuf,
     producer: FutureProducer,
-    plain: FutureProducer,
     pub tick: Duration,
 }
 
@@ -44,11 +47,8 @@ fn now_ms() -> i64 {
 
 impl Planner {
     pub async fn open(brokers: &str, codec: Arc<Codec>, view: View, lake: PathBuf) -> Result<Self> {
-        let producer: FutureProducer = producer_config(brokers, Some(&codec.topics.names.group(PROCESSOR))).create()?;
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(60))).await?.context("init_transactions (campaign planner)")?;
-        let plain: FutureProducer = producer_config(brokers, None).create()?;
-        Ok(Planner { codec, view, lake, producer, plain, tick: Duration::from_millis(500) })
+        let producer: FutureProducer = producer_config(brokers, None).create()?;
+        Ok(Planner { codec, view, lake, producer, tick: Duration::from_millis(500) })
     }
 
     /// Tick until shutdown; a failed tick is logged, reported and tried again.
@@ -90,7 +90,6 @@ impl Planner {
                             starts.push(def.clone());
                         }
                     }
-                    State::Running | State::Paused if l.requested.is_none() => starts.push(def.clone()),
                     State::Running if l.requested.is_some_and(|n| c.done() >= n) => tasks.push(Task::new(id, action::FINISH, now)),
                     _ => {}
                 }
@@ -99,7 +98,7 @@ impl Planner {
         for t in &tasks {
             tracing::info!(campaign = t.campaign_id, action = t.action, detail = t.detail.as_deref().unwrap_or(""), "campaign lifecycle");
             metrics().lifecycle.with_label_values(&[if t.action == action::FAIL { "failed" } else { "finished" }]).inc();
-            self.send_plain(&self.codec.task(t)?).await?;
+            self.send(&self.codec.task(t)?).await?;
         }
         for def in starts {
             self.start(&def).await?;
@@ -107,16 +106,27 @@ impl Planner {
         self.publish_stats().await
     }
 
-    async fn send_plain(&self, out: &OutRecord) -> Result<()> {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
-        if let Some(v) = &out.value {
-            rec = rec.payload(v);
+    async fn send(&self, out: &OutRecord) -> Result<()> {
+        self.send_all(std::slice::from_ref(out)).await
+    }
+
+    /// Produce and wait until the broker acknowledged every record.
+    async fn send_all(&self, outs: &[OutRecord]) -> Result<()> {
+        let mut pending = Vec::with_capacity(outs.len());
+        for out in outs {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
+            if let Some(v) = &out.value {
+                rec = rec.payload(v);
+            }
+            pending.push(self.producer.send_result(rec).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
         }
-        self.plain.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?;
+        for f in pending {
+            f.await.context("producer dropped a record")?.map_err(|(e, _)| e).context("a record was not acknowledged")?;
+        }
         Ok(())
     }
 
-    /// Expand the audience and start, in one transaction.
+    /// Expand the audience into requests, then record the start.
     async fn start(&self, def: &super::records::Definition) -> Result<()> {
         let id = &def.campaign_id;
         let now = now_ms();
@@ -125,7 +135,7 @@ impl Planner {
             Err(reason) => {
                 tracing::warn!(campaign = id, reason, "campaign audience failed; the campaign fails");
                 metrics().lifecycle.with_label_values(&["failed"]).inc();
-                return self.send_plain(&self.codec.task(&Task { detail: Some(format!("audience: {reason}")), ..Task::new(id, action::FAIL, now) })?).await;
+                return self.send(&self.codec.task(&Task { detail: Some(format!("audience: {reason}")), ..Task::new(id, action::FAIL, now) })?).await;
             }
         };
         let mut outs = Vec::with_capacity(recipients.len() + 1);
@@ -161,39 +171,12 @@ impl Planner {
                 }
             }
         }
-        outs.push(self.codec.task(&Task { requested: Some(recipients.len() as i64), ..Task::new(id, action::START, now) })?);
         let t0 = std::time::Instant::now();
-        self.producer.begin_transaction().context("begin_transaction")?;
-        let mut pending = Vec::with_capacity(outs.len());
-        for out in &outs {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
-            if let Some(v) = &out.value {
-                rec = rec.payload(v);
-            }
-            match self.producer.send_result(rec) {
-                Ok(f) => pending.push(f),
-                Err((e, _)) => {
-                    self.abort().await;
-                    return Err(e).context("producing the campaign's send requests");
-                }
-            }
-        }
-        for f in pending {
-            if let Err(e) = f.await.map_err(|_| anyhow::anyhow!("producer dropped a record")).and_then(|r| r.map_err(|(e, _)| anyhow::Error::from(e))) {
-                self.abort().await;
-                return Err(e).context("a send request was not acknowledged");
-            }
-        }
-        let p = self.producer.clone();
-        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(60))).await?.context("committing the campaign start")?;
+        self.send_all(&outs).await.context("producing the campaign's send requests")?;
+        self.send(&self.codec.task(&Task { requested: Some(recipients.len() as i64), ..Task::new(id, action::START, now) })?).await?;
         metrics().lifecycle.with_label_values(&["started"]).inc();
         tracing::info!(campaign = id, recipients = recipients.len(), requests, skipped, batches = (requests + def.batch_size - 1) / def.batch_size.max(1), ms = t0.elapsed().as_millis() as u64, "campaign started");
         self.view.catch_up().await
-    }
-
-    async fn abort(&self) {
-        let p = self.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30))).await;
     }
 
     async fn publish_stats(&self) -> Result<()> {
@@ -204,7 +187,7 @@ impl Planner {
             changed.iter().filter_map(|id| v.campaigns.get(id).filter(|c| c.definition.is_some()).map(|c| c.stats(id, now))).collect()
         };
         for s in &stats {
-            self.send_plain(&self.codec.stats(s)?).await?;
+            self.send(&self.codec.stats(s)?).await?;
         }
         Ok(())
     }
