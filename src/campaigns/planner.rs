@@ -12,6 +12,7 @@
 //!   campaign's last outcome unread;
 //! - finishes a running campaign once every recipient has a final outcome;
 //! - publishes the counts of every campaign that changed to campaign.stats.v1.
+//!
 //! A restart loses nothing: the view is read back from the topics, and a campaign due while
 //! the service was down starts on the first tick.
 

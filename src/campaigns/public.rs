@@ -4,6 +4,7 @@
 //! - `GET /u/{token}` — a page with a button; changes nothing (scanners GET every link).
 //! - `POST /u/{token}` — RFC 8058 one-click unsubscribe: suppresses the address at once,
 //!   answers 200 with no redirect.
+//!
 //! A forged or altered token gets 403 and records nothing. Every hit is recorded with its user
 //! agent and whether it looks automated (`tracking::automated`) on campaign.engagement.v1.
 

@@ -55,6 +55,9 @@ pub struct SenderConfig {
     pub public_url: String,
 }
 
+/// (topic, partition, offset) of a record.
+type Position = (String, i32, i64);
+
 /// One mail ready to go.
 struct Job {
     req: SendRequest,
@@ -73,7 +76,7 @@ pub struct Sender {
     cfg: SenderConfig,
     templates: HashMap<String, Arc<Templates>>,
     /// The request of the record `not_before` last looked at (decoded once).
-    decoded: Option<((String, i32, i64), Result<SendRequest, String>)>,
+    decoded: Option<(Position, Result<SendRequest, String>)>,
     jobs: Vec<Job>,
     in_batch: HashSet<(String, String)>,
     /// Requests taken per campaign in this batch: at the campaign's batch size the rest waits

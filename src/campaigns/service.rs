@@ -6,6 +6,7 @@
 //!   that changes nothing; POST: RFC 8058 one-click unsubscribe) — public, as mail clients
 //!   call them without credentials: the signed token is the credential (`tracking`).
 //! - `/health`, `/metrics`: open.
+//!
 //! Every change is a record on the campaign topics first; the answer comes once the view has
 //! read it back, so a GET right after sees it and a restart rebuilds the same state.
 
@@ -47,6 +48,9 @@ pub struct ServeConfig {
     pub sender: SenderConfig,
 }
 
+/// (campaign, recipient) → the clicks of the last seconds: (ms, url).
+pub type RecentClicks = std::collections::HashMap<(String, String), Vec<(i64, String)>>;
+
 pub struct Campaigns {
     pub codec: Arc<Codec>,
     pub view: View,
@@ -56,7 +60,7 @@ pub struct Campaigns {
     /// Serialises check-then-write of state changes (two requests cannot both pass the check).
     pub writes: tokio::sync::Mutex<()>,
     /// Recent clicks per (campaign, recipient): (ms, url), for the scanner check.
-    pub clicks: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<(i64, String)>>>,
+    pub clicks: std::sync::Mutex<RecentClicks>,
 }
 
 impl Campaigns {
@@ -99,7 +103,7 @@ pub async fn run(ep: &crate::config::Endpoints, stack_dir: &std::path::Path, lak
     let links = Arc::new(Links::load(stack_dir, &cfg.sender.public_url)?);
     let registry = crate::registry::RegistryClient::waiting_for(&ep.registry_url, super::planner::PROCESSOR);
     let codec = Arc::new(Codec::open(&registry, &topics).await?);
-    let view = super::view::follow(&ep.brokers, codec.clone(), &super::topics::Kind::ALL[..]).await?;
+    let view = super::view::follow(&ep.brokers, codec.clone(), super::topics::Kind::ALL).await?;
     let producer: FutureProducer = crate::kafka::producer_config(&ep.brokers, None).create()?;
     let smtp = Smtp::new(&cfg.sender.smtp_url, 2, Duration::from_secs(cfg.sender.timeout_s))?;
     let planner = super::planner::Planner::open(&ep.brokers, codec.clone(), view.clone(), lake.clone()).await?;
@@ -113,8 +117,8 @@ pub async fn run(ep: &crate::config::Endpoints, stack_dir: &std::path::Path, lak
     Ok(())
 }
 
-fn body(b: Result<Json<Value>, JsonRejection>) -> Result<Value, Response> {
-    b.map(|Json(v)| v).map_err(|r| json_error(r.status(), r.body_text()))
+fn body(b: Result<Json<Value>, JsonRejection>) -> Result<Value, Box<Response>> {
+    b.map(|Json(v)| v).map_err(|r| Box::new(json_error(r.status(), r.body_text())))
 }
 
 fn unavailable(e: anyhow::Error) -> Response {
@@ -135,7 +139,7 @@ fn new_id() -> String {
 async fn create(State(c): State<Arc<Campaigns>>, b: Result<Json<Value>, JsonRejection>) -> Response {
     let v = match body(b) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let new: NewCampaign = match serde_json::from_value(v) {
         Ok(n) => n,
@@ -257,7 +261,7 @@ async fn change(State(c): State<Arc<Campaigns>>, Path(id): Path<String>, action:
 async fn schedule(State(c): State<Arc<Campaigns>>, Path(id): Path<String>, b: Result<Json<Value>, JsonRejection>) -> Response {
     let v = match body(b) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let at = match v.get("scheduled_at").and_then(Value::as_str) {
         Some(s) => match parse_time("scheduled_at", s) {
@@ -278,7 +282,7 @@ async fn schedule(State(c): State<Arc<Campaigns>>, Path(id): Path<String>, b: Re
 async fn test_send(State(c): State<Arc<Campaigns>>, Path(id): Path<String>, b: Result<Json<Value>, JsonRejection>) -> Response {
     let v = match body(b) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(email) = v.get("email").and_then(Value::as_str).map(str::to_string) else {
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "email: required");

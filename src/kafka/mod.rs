@@ -45,7 +45,11 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "10000")
+        // A batch slower than this makes the member leave its group and the partitions move
+        // (c360's DataFusion flush on a loaded 2-core machine took over 10 s, and the leave
+        // and rejoin repeated batch after batch). A killed member is found by the session
+        // timeout whatever this says.
+        .set("max.poll.interval.ms", "60000")
         .set("fetch.wait.max.ms", "100");
     c
 }
