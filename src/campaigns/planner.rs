@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use super::audience;
 use super::metrics::metrics;
@@ -113,18 +113,7 @@ impl Planner {
 
     /// Produce and wait until the broker acknowledged every record.
     async fn send_all(&self, outs: &[OutRecord]) -> Result<()> {
-        let mut pending = Vec::with_capacity(outs.len());
-        for out in outs {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
-            if let Some(v) = &out.value {
-                rec = rec.payload(v);
-            }
-            pending.push(self.producer.send_result(rec).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
-        }
-        for f in pending {
-            f.await.context("producer dropped a record")?.map_err(|(e, _)| e).context("a record was not acknowledged")?;
-        }
-        Ok(())
+        crate::kafka::batch_producer::produce_acked(&self.producer, outs).await
     }
 
     /// Expand the audience into requests, then record the start.

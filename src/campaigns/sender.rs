@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use lettre::message::Mailbox;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde_json::{Map, Value};
 
 use super::metrics::metrics;
@@ -215,13 +215,6 @@ impl Sender {
         })
     }
 
-    fn produce(&self, out: &OutRecord) -> Result<rdkafka::producer::DeliveryFuture> {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
-        if let Some(v) = &out.value {
-            rec = rec.payload(v);
-        }
-        self.producer.send_result(rec).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))
-    }
 }
 
 impl Transform for Sender {
@@ -324,7 +317,7 @@ impl Transform for Sender {
             };
             metrics().processing.with_label_values(&[label]).observe(took.as_secs_f64());
             for out in self.outcome(&job, &reply)? {
-                pending.push(self.produce(&out)?);
+                pending.push(crate::kafka::batch_producer::produce(&self.producer, &out)?);
             }
         }
         drop(results);

@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 
 use super::metrics::metrics;
@@ -64,18 +64,9 @@ pub struct Campaigns {
 }
 
 impl Campaigns {
+    /// Produce, wait for the acknowledgements, then for the view to read the records back.
     pub async fn produce(&self, outs: &[OutRecord]) -> Result<()> {
-        let mut pending = vec![];
-        for out in outs {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice());
-            if let Some(v) = &out.value {
-                rec = rec.payload(v);
-            }
-            pending.push(self.producer.send_result(rec).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))?);
-        }
-        for f in pending {
-            f.await.context("producer dropped a record")?.map_err(|(e, _)| e).context("record not acknowledged")?;
-        }
+        crate::kafka::batch_producer::produce_acked(&self.producer, outs).await?;
         self.view.catch_up().await
     }
 }

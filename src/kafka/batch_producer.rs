@@ -139,3 +139,22 @@ pub fn is_record_too_large(e: &anyhow::Error) -> bool {
         matches!(k.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize))
     })
 }
+
+/// Start producing one record with a plain (non-transactional) producer; await the future for
+/// the broker's acknowledgement.
+pub fn produce(producer: &FutureProducer, out: &OutRecord) -> Result<rdkafka::producer::DeliveryFuture> {
+    let mut rec: rdkafka::producer::FutureRecord<'_, [u8], [u8]> = rdkafka::producer::FutureRecord::to(&out.topic).key(out.key.as_slice());
+    if let Some(v) = &out.value {
+        rec = rec.payload(v);
+    }
+    producer.send_result(rec).map_err(|(e, _)| e).with_context(|| format!("producing to {}", out.topic))
+}
+
+/// Produce `outs` and wait until the broker acknowledged every one.
+pub async fn produce_acked(producer: &FutureProducer, outs: &[OutRecord]) -> Result<()> {
+    let pending = outs.iter().map(|o| produce(producer, o)).collect::<Result<Vec<_>>>()?;
+    for f in pending {
+        f.await.context("producer dropped a record")?.map_err(|(e, _)| e).context("a record was not acknowledged")?;
+    }
+    Ok(())
+}
