@@ -195,26 +195,8 @@ pub async fn run(brokers: &str, registry_url: &str, cfg: &CampaignsBenchConfig) 
     let funnel = Measurement { name: "funnel sender workers ×2".into(), records: mails, seconds };
 
     // ---- a plain SMTP client on the same rendered mails ---------------------------------
-    let templates = crate::campaigns::template::Templates::compile(&def.subject, def.html_template.as_deref(), def.text_template.as_deref(), Some(links.clone())).map_err(anyhow::Error::msg)?;
-    let from: lettre::message::Mailbox = def.sender.parse()?;
-    let mut messages = Vec::with_capacity(n);
-    for r in &requests {
-        let mut ctx: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&r.fields)?;
-        ctx.insert("campaign_id".into(), id.clone().into());
-        ctx.insert("recipient_id".into(), r.recipient_id.clone().into());
-        let rendered = templates.render(&ctx).map_err(anyhow::Error::msg)?;
-        let parts = crate::campaigns::smtp::MailParts {
-            from: &from,
-            to: &r.email,
-            rendered,
-            message_id: crate::campaigns::smtp::message_id(&id, &r.recipient_id, &from),
-            campaign_id: &id,
-            campaign_name: "bench",
-            recipient_id: &r.recipient_id,
-            unsubscribe_url: Some(links.url(crate::campaigns::tracking::TokenKind::Unsubscribe, &id, &r.recipient_id, None)),
-        };
-        messages.push(crate::campaigns::smtp::build(parts).map_err(anyhow::Error::msg)?);
-    }
+    let mail = crate::campaigns::compose::CampaignMail::compile(&def, links.clone()).map_err(anyhow::Error::msg)?;
+    let messages = requests.iter().map(|r| mail.compose(r).map(|(m, _)| m)).collect::<Result<Vec<_>, String>>().map_err(anyhow::Error::msg)?;
     // The same mails in flight as the two workers together.
     let in_flight = 2 * cfg.concurrency;
     let plain = Smtp::new(&smtp_url, in_flight as u32, Duration::from_secs(30))?;

@@ -9,6 +9,7 @@
 
 pub mod audience;
 pub mod cli;
+pub mod compose;
 pub mod demo;
 pub mod metrics;
 pub mod model;
@@ -23,3 +24,8 @@ pub mod template;
 pub mod topics;
 pub mod tracking;
 pub mod view;
+
+/// Wall-clock time in ms since the epoch: when records happen, when requests come due.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

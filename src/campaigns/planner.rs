@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rdkafka::producer::FutureProducer;
 
-use super::audience;
+use super::{audience, now_ms};
 use super::metrics::metrics;
 use super::model::{action, fmt_ms, State};
 use super::records::{status, Codec, LedgerEntry, SendRequest, Task};
@@ -42,9 +42,6 @@ pub struct Planner {
     pub tick: Duration,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 impl Planner {
     pub async fn open(brokers: &str, codec: Arc<Codec>, view: View, lake: PathBuf) -> Result<Self> {

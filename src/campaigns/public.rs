@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::metrics::metrics;
+use super::now_ms;
 use super::records::{Engagement, Suppression};
 use super::service::Campaigns;
 use super::tracking::{automated, Claim, Hit, TokenKind, BURST_MS};
@@ -33,9 +34,6 @@ fn refused() -> Response {
     json_error(StatusCode::FORBIDDEN, "this link is not valid (forged, altered or from another deployment)")
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 fn prefetch(h: &HeaderMap) -> bool {
     ["purpose", "sec-purpose", "x-purpose", "x-moz"].iter().any(|n| h.get(*n).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("prefetch") || v.to_ascii_lowercase().contains("preview")))
@@ -71,7 +69,7 @@ async fn record(c: &Campaigns, kind: TokenKind, claim: &Claim, headers: &HeaderM
     };
     metrics().engagement.with_label_values(&[kind.as_str(), if why.is_some() { "true" } else { "false" }]).inc();
     let out = c.codec.engagement(&e).map_err(|e| format!("{e:#}"))?;
-    c.produce(&[out]).await.map_err(|e| format!("{e:#}"))
+    c.publish(&[out]).await.map_err(|e| format!("{e:#}"))
 }
 
 async fn open(State(c): State<Arc<Campaigns>>, Path(token): Path<String>, headers: HeaderMap) -> Response {
@@ -108,7 +106,7 @@ async fn unsubscribe(State(c): State<Arc<Campaigns>>, Path(token): Path<String>,
     let email = c.view.read().ledger.get(&(claim.c.clone(), claim.r.clone())).and_then(|e| e.email.clone()).unwrap_or_else(|| claim.r.clone());
     let s = Suppression { email: email.to_lowercase(), reason: "unsubscribe".into(), campaign_id: Some(claim.c.clone()), detail: None, at: now_ms() };
     let result = match c.codec.suppression(&s) {
-        Ok(out) => c.produce(&[out]).await.map_err(|e| format!("{e:#}")),
+        Ok(out) => c.publish(&[out]).await.map_err(|e| format!("{e:#}")),
         Err(e) => Err(format!("{e:#}")),
     };
     if let Err(e) = result {

@@ -15,16 +15,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use lettre::message::Mailbox;
 use rdkafka::producer::FutureProducer;
-use serde_json::{Map, Value};
 
 use super::metrics::metrics;
 use super::model::State;
 use super::records::{status, Codec, LedgerEntry, SendRequest, Suppression};
-use super::smtp::{self, MailParts, Reply, Smtp};
-use super::template::{with_pixel, Templates};
-use super::tracking::{Links, TokenKind};
+use super::compose::CampaignMail;
+use super::now_ms;
+use super::smtp::{Reply, Smtp};
+use super::tracking::Links;
 use super::view::View;
 use crate::kafka::batch_producer::OutRecord;
 use crate::retry::Verdict;
@@ -74,7 +73,7 @@ pub struct Sender {
     producer: FutureProducer,
     links: Arc<Links>,
     cfg: SenderConfig,
-    templates: HashMap<String, Arc<Templates>>,
+    campaigns: HashMap<String, Arc<CampaignMail>>,
     /// The request of the record `not_before` last looked at (decoded once).
     decoded: Option<(Position, Result<SendRequest, String>)>,
     jobs: Vec<Job>,
@@ -87,13 +86,9 @@ pub struct Sender {
     next_slot: Arc<tokio::sync::Mutex<HashMap<String, Instant>>>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl Sender {
     pub fn new(codec: Arc<Codec>, view: View, smtp: Smtp, producer: FutureProducer, links: Arc<Links>, cfg: SenderConfig) -> Self {
-        Sender { codec, view, smtp, producer, links, cfg, templates: HashMap::new(), decoded: None, jobs: vec![], in_batch: HashSet::new(), taken: HashMap::new(), caught_up: false, next_slot: Default::default() }
+        Sender { codec, view, smtp, producer, links, cfg, campaigns: HashMap::new(), decoded: None, jobs: vec![], in_batch: HashSet::new(), taken: HashMap::new(), caught_up: false, next_slot: Default::default() }
     }
 
     async fn request(&mut self, rec: &InRecord<'_>) -> Result<Result<SendRequest, String>> {
@@ -134,45 +129,23 @@ impl Sender {
         })
     }
 
-    fn templates_for(&mut self, campaign_id: &str) -> Result<Arc<Templates>, String> {
-        if let Some(t) = self.templates.get(campaign_id) {
-            return Ok(t.clone());
+    /// The campaign compiled once per worker (definitions never change).
+    fn campaign(&mut self, campaign_id: &str) -> Result<Arc<CampaignMail>, String> {
+        if let Some(c) = self.campaigns.get(campaign_id) {
+            return Ok(c.clone());
         }
         let def = self.view.read().campaigns.get(campaign_id).and_then(|c| c.definition.clone()).ok_or_else(|| format!("unknown campaign {campaign_id}"))?;
-        let t = Arc::new(Templates::compile(&def.subject, def.html_template.as_deref(), def.text_template.as_deref(), Some(self.links.clone()))?);
-        self.templates.insert(campaign_id.to_string(), t.clone());
-        Ok(t)
+        let c = Arc::new(CampaignMail::compile(&def, self.links.clone())?);
+        self.campaigns.insert(campaign_id.to_string(), c.clone());
+        Ok(c)
     }
 
     /// Render one request into a mail, or the reason it cannot be.
     fn prepare(&mut self, r: &SendRequest) -> Result<Job, String> {
         let t0 = Instant::now();
-        let def = self.view.read().campaigns.get(&r.campaign_id).and_then(|c| c.definition.clone()).ok_or_else(|| format!("unknown campaign {}", r.campaign_id))?;
-        let templates = self.templates_for(&r.campaign_id)?;
-        let from: Mailbox = def.sender.parse().map_err(|e| format!("sender {:?}: {e}", def.sender))?;
-        let unsubscribe = self.links.url(TokenKind::Unsubscribe, &r.campaign_id, &r.recipient_id, None);
-        let mut ctx: Map<String, Value> = serde_json::from_str(&r.fields).map_err(|e| format!("recipient fields are not a JSON object: {e}"))?;
-        ctx.insert("campaign_id".into(), r.campaign_id.clone().into());
-        ctx.insert("campaign_name".into(), def.name.clone().into());
-        ctx.insert("recipient_id".into(), r.recipient_id.clone().into());
-        ctx.insert("email".into(), r.email.clone().into());
-        ctx.insert("unsubscribe_url".into(), unsubscribe.clone().into());
-        let mut rendered = templates.render(&ctx)?;
-        if let Some(h) = rendered.html.take() {
-            rendered.html = Some(with_pixel(&h, &self.links.url(TokenKind::Open, &r.campaign_id, &r.recipient_id, None)));
-        }
-        let message_id = smtp::message_id(&r.campaign_id, &r.recipient_id, &from);
-        let message = smtp::build(MailParts {
-            from: &from,
-            to: &r.email,
-            rendered,
-            message_id: message_id.clone(),
-            campaign_id: &r.campaign_id,
-            campaign_name: &def.name,
-            recipient_id: &r.recipient_id,
-            unsubscribe_url: Some(unsubscribe),
-        })?;
-        Ok(Job { req: r.clone(), sender: from.email.to_string(), message, message_id, rendered_in: t0.elapsed() })
+        let campaign = self.campaign(&r.campaign_id)?;
+        let (message, message_id) = campaign.compose(r)?;
+        Ok(Job { req: r.clone(), sender: campaign.from.email.to_string(), message, message_id, rendered_in: t0.elapsed() })
     }
 
     /// Wait for the sender address's next slot under the rate limit.

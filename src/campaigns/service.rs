@@ -25,6 +25,7 @@ use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 
 use super::metrics::metrics;
+use super::now_ms;
 use super::model::{action, check_schedule, fmt_ms, parse_time, NewCampaign};
 use super::records::{Codec, Task};
 use super::sender::SenderConfig;
@@ -64,10 +65,17 @@ pub struct Campaigns {
 }
 
 impl Campaigns {
-    /// Produce, wait for the acknowledgements, then for the view to read the records back.
+    /// Produce, wait for the acknowledgements, then for the view to read the records back:
+    /// for API changes, whose answer (and the next GET) must show them.
     pub async fn produce(&self, outs: &[OutRecord]) -> Result<()> {
-        crate::kafka::batch_producer::produce_acked(&self.producer, outs).await?;
+        self.publish(outs).await?;
         self.view.catch_up().await
+    }
+
+    /// Produce and wait for the acknowledgements only: for tracking hits, which no answer
+    /// reads back (a read-back per pixel would cost a catch-up of every campaign topic).
+    pub async fn publish(&self, outs: &[OutRecord]) -> Result<()> {
+        crate::kafka::batch_producer::produce_acked(&self.producer, outs).await
     }
 }
 
@@ -117,9 +125,6 @@ fn unavailable(e: anyhow::Error) -> Response {
     json_error(StatusCode::SERVICE_UNAVAILABLE, "the broker did not take the change: nothing was recorded, try again")
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 fn new_id() -> String {
     let mut raw = [0u8; 8];
