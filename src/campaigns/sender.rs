@@ -5,9 +5,10 @@
 //! render (a missing field fails that recipient alone) — then send the batch over SMTP with
 //! bounded concurrency and a per-sender rate, recording each outcome in the ledger as soon as
 //! its reply arrives. A 4xx goes to the retry topic of the next attempt (backoff doubling); a
-//! 5xx is a bounce and suppresses the address. The ledger records are acknowledged before the
-//! batch's offsets commit: a kill loses at most the replies in flight (those mails may be sent
-//! twice; nothing is skipped).
+//! 5xx is a bounce and suppresses the address. A concurrency slot is free again only once the
+//! broker acknowledged the mail's ledger record, and the batch's offsets commit after that: a
+//! kill loses at most the `--smtp-concurrency` mails in flight (those may be sent twice;
+//! nothing is skipped).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -115,18 +116,7 @@ impl Sender {
     }
 
     fn ledger(&self, r: &SendRequest, status: &str, code: Option<i32>, detail: Option<String>, message_id: Option<String>) -> Result<OutRecord> {
-        metrics().processed.with_label_values(&[status]).inc();
-        self.codec.ledger(&LedgerEntry {
-            campaign_id: r.campaign_id.clone(),
-            recipient_id: r.recipient_id.clone(),
-            email: Some(r.email.clone()),
-            status: status.into(),
-            attempt: r.attempt,
-            smtp_code: code,
-            detail,
-            message_id,
-            at: now_ms(),
-        })
+        ledger(&self.codec, r, status, code, detail, message_id)
     }
 
     /// The campaign compiled once per worker (definitions never change).
@@ -163,31 +153,6 @@ impl Sender {
         };
         tokio::time::sleep_until(slot.into()).await;
     }
-
-    /// What the reply to one mail records: ledger entry, and a retry request or suppression.
-    fn outcome(&self, job: &Job, reply: &Reply) -> Result<Vec<OutRecord>> {
-        let r = &job.req;
-        let Reply::Judged { verdict, code, detail } = reply else { return Ok(vec![]) };
-        let class = match code {
-            Some(c) => format!("{}xx", c / 100),
-            None => "none".into(),
-        };
-        metrics().smtp.with_label_values(&[&class]).inc();
-        Ok(match verdict {
-            Verdict::Delivered => vec![self.ledger(r, status::SENT, *code, None, Some(job.message_id.clone()))?],
-            Verdict::Retry { .. } if r.attempt < self.codec.topics.max_attempts => {
-                let wait = self.cfg.backoff_base.saturating_mul(1 << (r.attempt - 1).clamp(0, 16));
-                let next = SendRequest { attempt: r.attempt + 1, not_before: now_ms() + wait.as_millis() as i64, ..r.clone() };
-                vec![self.ledger(r, status::RETRYING, *code, Some(detail.clone()), None)?, self.codec.request(&next)?]
-            }
-            Verdict::Retry { .. } => vec![self.ledger(r, status::FAILED, *code, Some(format!("{} attempts, last: {detail}", r.attempt)), None)?],
-            Verdict::Permanent { .. } => vec![
-                self.ledger(r, status::BOUNCED, *code, Some(detail.clone()), None)?,
-                self.codec.suppression(&Suppression { email: r.email.to_lowercase(), reason: "bounce".into(), campaign_id: Some(r.campaign_id.clone()), detail: Some(detail.clone()), at: now_ms() })?,
-            ],
-        })
-    }
-
 }
 
 impl Transform for Sender {
@@ -254,16 +219,19 @@ impl Transform for Sender {
             return Ok(vec![]);
         }
         let (smtp, rate, slots) = (self.smtp.clone(), self.cfg.rate_per_sender, self.next_slot.clone());
+        let (codec, producer, backoff) = (self.codec.clone(), self.producer.clone(), self.cfg.backoff_base);
         let server = smtp.server.clone();
-        let mut pending = vec![];
         let mut unavailable: Option<String> = None;
+        // Each of the `concurrency` slots holds a mail from its SMTP send until the broker
+        // acknowledged its ledger record, so at any moment at most `concurrency` mails per
+        // worker are sent but not yet recorded: all a kill -9 can make a restart send twice.
         let mut results = futures::stream::iter(jobs.into_iter().map(|job| {
-            let (smtp, slots) = (smtp.clone(), slots.clone());
+            let (smtp, slots, codec, producer) = (smtp.clone(), slots.clone(), codec.clone(), producer.clone());
             async move {
                 // An outage is retried here for a few seconds; if it lasts, the batch fails
                 // (the processor restarts it; what was sent is in the ledger and is skipped).
                 let mut tries = 0;
-                loop {
+                let (reply, took) = loop {
                     Self::pace(&slots, &job.sender, rate).await;
                     let t0 = Instant::now();
                     let reply = smtp.send(&job.message).await;
@@ -273,13 +241,19 @@ impl Transform for Sender {
                             tries += 1;
                             tokio::time::sleep(Duration::from_millis(200 << tries)).await;
                         }
-                        _ => return (job, reply, took),
+                        _ => break (reply, took),
                     }
-                }
+                };
+                let recorded = match outcome(&codec, backoff, &job, &reply) {
+                    Ok(outs) => crate::kafka::batch_producer::produce_acked(&producer, &outs).await.context("recording a send in the ledger"),
+                    Err(e) => Err(e),
+                };
+                (reply, took, recorded)
             }
         }))
         .buffer_unordered(self.cfg.concurrency.max(1));
-        while let Some((job, reply, took)) = results.next().await {
+        let mut first_error = None;
+        while let Some((reply, took, recorded)) = results.next().await {
             let label = match &reply {
                 Reply::Judged { verdict: Verdict::Delivered, .. } => "sent",
                 Reply::Judged { .. } => "refused",
@@ -289,13 +263,13 @@ impl Transform for Sender {
                 }
             };
             metrics().processing.with_label_values(&[label]).observe(took.as_secs_f64());
-            for out in self.outcome(&job, &reply)? {
-                pending.push(crate::kafka::batch_producer::produce(&self.producer, &out)?);
+            if let Err(e) = recorded {
+                first_error.get_or_insert(e);
             }
         }
         drop(results);
-        for f in pending {
-            f.await.context("producer dropped a ledger record")?.map_err(|(e, _)| e).context("ledger record not acknowledged")?;
+        if let Some(e) = first_error {
+            return Err(e);
         }
         if let Some(e) = unavailable {
             metrics().healthy.with_label_values(&[&server]).set(0);
@@ -306,4 +280,44 @@ impl Transform for Sender {
         health::dependency(PROCESSOR, "smtp", None);
         Ok(vec![])
     }
+}
+
+/// The ledger record of one request's outcome.
+fn ledger(codec: &Codec, r: &SendRequest, status: &str, code: Option<i32>, detail: Option<String>, message_id: Option<String>) -> Result<OutRecord> {
+    metrics().processed.with_label_values(&[status]).inc();
+    codec.ledger(&LedgerEntry {
+        campaign_id: r.campaign_id.clone(),
+        recipient_id: r.recipient_id.clone(),
+        email: Some(r.email.clone()),
+        status: status.into(),
+        attempt: r.attempt,
+        smtp_code: code,
+        detail,
+        message_id,
+        at: now_ms(),
+    })
+}
+
+/// What the reply to one mail records: ledger entry, and a retry request or suppression.
+fn outcome(codec: &Codec, backoff_base: Duration, job: &Job, reply: &Reply) -> Result<Vec<OutRecord>> {
+    let r = &job.req;
+    let Reply::Judged { verdict, code, detail } = reply else { return Ok(vec![]) };
+    let class = match code {
+        Some(c) => format!("{}xx", c / 100),
+        None => "none".into(),
+    };
+    metrics().smtp.with_label_values(&[&class]).inc();
+    Ok(match verdict {
+        Verdict::Delivered => vec![ledger(codec, r, status::SENT, *code, None, Some(job.message_id.clone()))?],
+        Verdict::Retry { .. } if r.attempt < codec.topics.max_attempts => {
+            let wait = backoff_base.saturating_mul(1 << (r.attempt - 1).clamp(0, 16));
+            let next = SendRequest { attempt: r.attempt + 1, not_before: now_ms() + wait.as_millis() as i64, ..r.clone() };
+            vec![ledger(codec, r, status::RETRYING, *code, Some(detail.clone()), None)?, codec.request(&next)?]
+        }
+        Verdict::Retry { .. } => vec![ledger(codec, r, status::FAILED, *code, Some(format!("{} attempts, last: {detail}", r.attempt)), None)?],
+        Verdict::Permanent { .. } => vec![
+            ledger(codec, r, status::BOUNCED, *code, Some(detail.clone()), None)?,
+            codec.suppression(&Suppression { email: r.email.to_lowercase(), reason: "bounce".into(), campaign_id: Some(r.campaign_id.clone()), detail: Some(detail.clone()), at: now_ms() })?,
+        ],
+    })
 }
