@@ -16,11 +16,11 @@ const DEMO_REDIS_PREFIX: &str = "c360";
 
 pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir: Option<PathBuf>, synthetic_scale: u32) -> Result<()> {
     let started = Instant::now();
-    println!("\n== 1/7 local stack");
+    println!("\n== 1/8 local stack");
     stack::up(dirs).await?;
     stack::stop_processors(dirs)?;
 
-    println!("\n== 2/7 seed the olist database ({})", match &data_dir {
+    println!("\n== 2/8 seed the olist database ({})", match &data_dir {
         Some(d) => format!("real Olist files from {}, missing tables generated", d.display()),
         None => format!("synthetic, {synthetic_scale}k orders"),
     });
@@ -28,7 +28,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     let source_rows: u64 = report.tables.iter().map(|t| t.1).sum();
     println!("loaded {source_rows} rows into {} tables", report.tables.len());
 
-    println!("\n== 3/7 topics and schemas from topology/");
+    println!("\n== 3/8 topics and schemas from topology/");
     // A fresh source means a fresh pipeline: drop the previous run's slot, topics and lake.
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "olist").await?;
     crate::cdc::reset(&ep.source_pg_url, &ep.brokers, &ep.registry_url, "relay").await?;
@@ -42,7 +42,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
     let lake = ep.lake_root()?;
-    for layer in ["bronze", "silver", "gold"] {
+    for layer in ["bronze", "silver", "gold", "models"] {
         let dir = lake.join(layer);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -55,7 +55,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
     println!(
-        "\n== 4/7 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
+        "\n== 4/8 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
         dirs.state()?.display()
     );
     // The HTTP services (loader API, serve) take the token `stack up` wrote.
@@ -90,13 +90,16 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     })
     .await?;
 
-    println!("\n== 5/7 events relay: OMS sample → inbox → CDC → router → delivery (sGTM ga4 + custom clients, Meta CAPI; logs relay.log, relay-serve.log)");
+    println!("\n== 5/8 propensity: train the lead and customer models on the lake, score every lead and customer (log propensity.log)");
+    crate::propensity::demo::run(ep, dirs, &funnel).await?;
+
+    println!("\n== 6/8 events relay: OMS sample → inbox → CDC → router → delivery (sGTM ga4 + custom clients, Meta CAPI; logs relay.log, relay-serve.log)");
     crate::relay::demo::run(ep, dirs, &funnel).await?;
 
-    println!("\n== 6/7 email campaign: a customer-360 segment → send requests → 2 sender workers → the stack's SMTP server (logs campaigns-*.log)");
+    println!("\n== 7/8 email campaign: a customer-360 segment → send requests → 2 sender workers → the stack's SMTP server (logs campaigns-*.log)");
     crate::campaigns::demo::run(ep, dirs, &funnel).await?;
 
-    println!("\n== 7/7 summary");
+    println!("\n== 8/8 summary");
     crate::summary::print(ep, "olist").await?;
     crate::summary::print_leads(&lake).await?;
     crate::summary::print_domain(&ep.brokers)?;
@@ -114,6 +117,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
          \x20 curl -u funnel:$(cat {}) localhost:8088/admin/v1/storefronts   # the relay's admin API
          \x20 funnel campaigns status <id>                    # a campaign's counts (API on port 8090)
          \x20 funnel sql \"SELECT * FROM gold_campaign_stats\"\n\
+         \x20 funnel sql \"SELECT model, version, scorer, roc_auc, pr_auc FROM gold_propensity_metrics\"\n\
          \x20 lake: {}\n\
          stop everything with:  funnel stack down",
         started.elapsed(),

@@ -20,6 +20,7 @@ pub mod lake;
 pub mod leads;
 pub mod loader;
 pub mod olist;
+pub mod propensity;
 pub mod registry;
 pub mod relay;
 pub mod retry;

@@ -81,8 +81,10 @@ enum Command {
         /// sql/c360/ → enriched orders, consolidated customers, segments), lake (silver
         /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis), relay
         /// (CDC of the relay tables and the intake of OMS events into relay.event.received.v1),
-        /// passthrough (copies --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "relay", "passthrough"])]
+        /// propensity (scores dom.customer.consolidated.v1 and marketing.lead.v1 with the current
+        /// models of `funnel train propensity`, and their gold tables), passthrough (copies
+        /// --passthrough-from to --passthrough-to; the benchmark baseline).
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "relay", "propensity", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -113,6 +115,8 @@ enum Command {
         c360: funnel::c360::C360Config,
         #[command(flatten)]
         relay: funnel::relay::topics::RelayConfig,
+        #[command(flatten)]
+        propensity: funnel::propensity::run::PropensityConfig,
         #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
@@ -155,6 +159,11 @@ enum Command {
         #[command(subcommand)]
         action: funnel::relay::cli::RelayAction,
     },
+    /// Train a model on the lake: `funnel train propensity --model leads|customers`.
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
     /// Query the lake with SQL (read-only; DataFusion dialect). Every Delta table under
     /// bronze/, silver/ and gold/ is a table named <layer>_<table> with dots as underscores:
     ///
@@ -172,7 +181,7 @@ enum Command {
     /// topics and the silver/gold c360 tables, then rebuilds them and the Redis view), rewinds
     /// its consumer group, runs it to the end of its inputs and exits.
     Replay {
-        #[arg(value_parser = ["seller-metrics", "leads", "c360"])]
+        #[arg(value_parser = ["seller-metrics", "leads", "c360", "propensity"])]
         processor: String,
         /// Prefix of the CDC topics it reads.
         #[arg(long = "cdc-topic-prefix", default_value = "olist")]
@@ -183,6 +192,8 @@ enum Command {
         leads: funnel::leads::LeadsConfig,
         #[command(flatten)]
         c360: funnel::c360::C360Config,
+        #[command(flatten)]
+        propensity: funnel::propensity::run::PropensityConfig,
         #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
@@ -224,6 +235,23 @@ enum Command {
         synthetic_scale: u32,
         #[arg(long, default_value = ".")]
         topology_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainWhat {
+    /// A propensity model from the lake's features as of a cutoff: fitted on the period
+    /// before it, evaluated (ROC AUC, PR AUC, log loss, calibration) against a baseline on the
+    /// period after it, saved as the current version under <lake>/models/propensity/<model>/
+    /// and appended to gold_propensity_metrics / gold_propensity_calibration:
+    ///
+    ///   funnel train propensity --model leads
+    ///   funnel train propensity --model customers --cutoff 2018-03-01 --horizon-days 120
+    ///   funnel sql "SELECT model, version, scorer, roc_auc, pr_auc FROM gold_propensity_metrics"
+    #[command(verbatim_doc_comment)]
+    Propensity {
+        #[command(flatten)]
+        args: funnel::propensity::train::TrainArgs,
     },
 }
 
@@ -399,7 +427,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, relay, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, relay, propensity, ns, passthrough_from, passthrough_to, loop_delivery } => {
             let c360_topics = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
@@ -445,6 +473,22 @@ async fn run(cli: Cli) -> Result<()> {
                         tasks.spawn(async move {
                             let lake = ep.lake_root()?;
                             supervise("leads", exit, || funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics.clone(), loop_delivery, &cfg, false)).await
+                        });
+                    }
+                    "propensity" => {
+                        let topics = funnel::propensity::run::ScoreTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
+                        for kind in [funnel::propensity::features::ModelKind::Customers, funnel::propensity::features::ModelKind::Leads] {
+                            let (ep, topics, cfg) = (ep.clone(), topics.clone(), propensity.clone());
+                            tasks.spawn(async move {
+                                let lake = ep.lake_root()?;
+                                let name = funnel::propensity::scorer::processor(kind);
+                                supervise(&name, exit, || funnel::propensity::run::score(kind, &ep.brokers, &ep.registry_url, &lake, &topics, loop_delivery, &cfg, false)).await
+                            });
+                        }
+                        let (topics, cfg) = (topics.clone(), propensity.clone());
+                        tasks.spawn(async move {
+                            let lake = ep.lake_root()?;
+                            supervise(funnel::propensity::run::GOLD_PROCESSOR, exit, || funnel::propensity::run::gold(&ep.brokers, &ep.registry_url, &lake, &topics, &cfg, false)).await
                         });
                     }
                     "domain" => {
@@ -545,6 +589,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Train { what: TrainWhat::Propensity { args } } => funnel::propensity::cli::run_train(&ep.lake_root()?, &args).await,
         Command::Sql { query, format } => {
             let ctx = funnel::lake::query::context(&ep.lake_root()?).await?;
             let batches = funnel::lake::query::batches(&ctx, &query).await?;
@@ -588,10 +633,16 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, c360, ns } => {
+        Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, c360, propensity, ns } => {
             shutdown::install();
             let names = funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace);
             let lake = ep.lake_root()?;
+            if processor == "propensity" {
+                let topics = funnel::propensity::run::ScoreTopics::new(names);
+                funnel::propensity::run::replay(&ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &propensity).await?;
+                println!("propensity: every customer and lead scored again with the current models; start `funnel run propensity` again");
+                return Ok(());
+            }
             if processor == "c360" {
                 let topics = funnel::c360::C360Topics::new(names);
                 funnel::c360::replay::replay(&ep.brokers, &ep.registry_url, &ep.redis_url, &lake, topics, loop_delivery, &c360).await?;

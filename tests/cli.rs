@@ -19,6 +19,7 @@ fn every_subcommand_has_help() {
         &["load"],
         &["health"],
         &["sql"],
+        &["train", "propensity"],
         &["serve"],
         &["cdc", "status"],
         &["cdc", "reset"],

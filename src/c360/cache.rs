@@ -1,5 +1,5 @@
-//! The `cache` processor: `dom.customer.consolidated.v1` → Redis, the serving copy the web page
-//! of `funnel serve` reads.
+//! The `cache` processor: `dom.customer.consolidated.v1` and `dom.customer.propensity.v1` →
+//! Redis, the serving copy the web page of `funnel serve` reads.
 //!
 //! Layout (prefix `c360` by default):
 //! - `<prefix>:customer:<id>` hash: every consolidated field as text (timestamps in µs since
@@ -9,7 +9,10 @@
 //! - `<prefix>:by_revenue` sorted set; `<prefix>:search` hash: lowercase search text (id,
 //!   names, email, city, state; the id last, so the text is unique) → id, matched by
 //!   `HSCAN … MATCH` (which matches field names);
-//! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`.
+//! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`;
+//! - `<prefix>:propensity:<id>` hash (`score`, `model_version`, `scored_at`) and the
+//!   `<prefix>:by_propensity` sorted set, from `dom.customer.propensity.v1` (`funnel run
+//!   propensity`), kept apart from the customer hash, which each consolidated record replaces.
 //!
 //! Writes are versioned: a Lua script applies a record only when its version
 //! (`epoch`, `applied_events`, `stream_time`) is not older than the stored one, so
@@ -69,9 +72,29 @@ redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
 
+/// ARGV: prefix, id, score, model_version, scored_at.
+const SCORE: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+redis.call('HSET', p .. ':propensity:' .. id, 'score', ARGV[3], 'model_version', ARGV[4], 'scored_at', ARGV[5])
+redis.call('ZADD', p .. ':by_propensity', ARGV[3], id)
+redis.call('HINCRBY', p .. ':meta', 'writes', 1)
+return 1
+"#;
+
+/// ARGV: prefix, id.
+const UNSCORE: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+redis.call('DEL', p .. ':propensity:' .. id)
+redis.call('ZREM', p .. ':by_propensity', id)
+redis.call('HINCRBY', p .. ':meta', 'writes', 1)
+return 1
+"#;
+
 enum Write {
     Upsert(Vec<String>),
     Delete(String),
+    Score([String; 4]),
+    Unscore(String),
 }
 
 pub struct Cache {
@@ -80,6 +103,10 @@ pub struct Cache {
     redis: redis::aio::MultiplexedConnection,
     upsert: redis::Script,
     delete: redis::Script,
+    score: redis::Script,
+    unscore: redis::Script,
+    /// The customer propensity topic (its records are scores, not consolidated customers).
+    scores_topic: String,
     pending: Vec<Write>,
 }
 
@@ -97,10 +124,27 @@ fn cell(v: &Value) -> Option<String> {
 }
 
 impl Cache {
-    pub async fn open(registry: &RegistryClient, redis_url: &str, prefix: &str) -> Result<Self> {
+    pub async fn open(registry: &RegistryClient, redis_url: &str, prefix: &str, scores_topic: &str) -> Result<Self> {
         let client = redis::Client::open(redis_url).with_context(|| format!("redis url {redis_url}"))?;
         let redis = client.get_multiplexed_async_connection().await.with_context(|| format!("connecting to redis at {redis_url}"))?;
-        Ok(Cache { registry: registry.clone(), prefix: prefix.to_string(), redis, upsert: redis::Script::new(UPSERT), delete: redis::Script::new(DELETE), pending: vec![] })
+        Ok(Cache {
+            registry: registry.clone(),
+            prefix: prefix.to_string(),
+            redis,
+            upsert: redis::Script::new(UPSERT),
+            delete: redis::Script::new(DELETE),
+            score: redis::Script::new(SCORE),
+            unscore: redis::Script::new(UNSCORE),
+            scores_topic: scores_topic.to_string(),
+            pending: vec![],
+        })
+    }
+
+    fn score_args(&self, fields: &[(String, Value)]) -> Result<[String; 4], String> {
+        let id = text(field(fields, "customer_id")).ok_or("score without customer_id")?.to_string();
+        let score = crate::avro::value::double(field(fields, "score")).filter(|s| s.is_finite()).ok_or("score is not a finite number")?;
+        let version = text(field(fields, "model_version")).ok_or("score without model_version")?.to_string();
+        Ok([id, score.to_string(), version, long(field(fields, "scored_at")).unwrap_or(0).to_string()])
     }
 
     fn upsert_args(&self, fields: &[(String, Value)]) -> Result<Vec<String>, String> {
@@ -130,9 +174,17 @@ impl Transform for Cache {
             Ok(_) => return Ok(Err("not an Avro record".into())),
             Err(reason) => return Ok(Err(reason)),
         };
+        let is_score = rec.topic == self.scores_topic;
         if rec.value.is_none() {
             let Some(id) = text(field(&fields, "customer_id")) else { return Ok(Err("key without customer_id".into())) };
-            self.pending.push(Write::Delete(id.to_string()));
+            self.pending.push(if is_score { Write::Unscore(id.to_string()) } else { Write::Delete(id.to_string()) });
+            return Ok(Ok(vec![]));
+        }
+        if is_score {
+            match self.score_args(&fields) {
+                Ok(args) => self.pending.push(Write::Score(args)),
+                Err(reason) => return Ok(Err(reason)),
+            }
             return Ok(Ok(vec![]));
         }
         match self.upsert_args(&fields) {
@@ -147,7 +199,7 @@ impl Transform for Cache {
             return Ok(vec![]);
         }
         // Load the scripts (idempotent; survives a Redis restart), then one pipelined round trip.
-        for script in [&self.upsert, &self.delete] {
+        for script in [&self.upsert, &self.delete, &self.score, &self.unscore] {
             script.prepare_invoke().load_async(&mut self.redis).await.context("loading the cache scripts into redis")?;
         }
         let mut pipe = redis::pipe();
@@ -155,6 +207,8 @@ impl Transform for Cache {
             match w {
                 Write::Upsert(args) => pipe.cmd("EVALSHA").arg(self.upsert.get_hash()).arg(0).arg(args),
                 Write::Delete(id) => pipe.cmd("EVALSHA").arg(self.delete.get_hash()).arg(0).arg(&self.prefix).arg(id),
+                Write::Score(args) => pipe.cmd("EVALSHA").arg(self.score.get_hash()).arg(0).arg(&self.prefix).arg(&args[..]),
+                Write::Unscore(id) => pipe.cmd("EVALSHA").arg(self.unscore.get_hash()).arg(0).arg(&self.prefix).arg(id),
             };
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -192,8 +246,12 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, topics: C36
     let registry = RegistryClient::waiting_for(registry_url, super::CACHE_PROCESSOR);
     crate::kafka::admin::ensure_topics(brokers, &topics.outputs()).await?;
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.names.dead_letters(super::CACHE_PROCESSOR), partitions: 1, compact: false }]).await?;
-    let cache = Cache::open(&registry, redis_url, prefix).await?;
-    let mut lc = LoopConfig::namespaced(super::CACHE_PROCESSOR, brokers, vec![topics.consolidated.clone()], Delivery::AtLeastOnce, &topics.names);
+    // The scores topic exists whether or not `funnel run propensity` ever ran (compacted, as
+    // the scorer creates it).
+    let scores = topics.names.owned("dom.customer.propensity.v1");
+    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: scores.clone(), partitions: 3, compact: true }]).await?;
+    let cache = Cache::open(&registry, redis_url, prefix, &scores).await?;
+    let mut lc = LoopConfig::namespaced(super::CACHE_PROCESSOR, brokers, vec![topics.consolidated.clone(), scores], Delivery::AtLeastOnce, &topics.names);
     lc.stop_when_idle = stop_when_idle;
     processor::run(lc, cache).await.context("cache")
 }

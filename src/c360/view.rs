@@ -1,5 +1,5 @@
 //! Reading the consolidated view from Redis for the web page (`funnel serve`): filters by
-//! search text, segment and lifecycle stage, ordered by revenue. The layout is written by
+//! search text, segment and lifecycle stage, ordered by revenue or repurchase propensity. The layout is written by
 //! `super::cache`. Every query is read-only.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,8 @@ pub struct Filter {
     pub segment: Option<String>,
     pub stage: Option<String>,
     pub limit: Option<usize>,
+    /// `revenue` (default) or `propensity` (customers without a score are left out).
+    pub sort: Option<String>,
 }
 
 fn glob_escape(s: &str) -> String {
@@ -25,9 +27,14 @@ fn some(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// Ids matching the filter, best revenue first, at most `limit`; and how many match in all.
+/// Ids matching the filter, highest revenue (or propensity) first, at most `limit`; and how
+/// many match in all.
 async fn matching(con: &mut MultiplexedConnection, prefix: &str, f: &Filter, limit: usize) -> Result<(Vec<String>, usize)> {
-    let by_revenue = format!("{prefix}:by_revenue");
+    let by_revenue = match some(&f.sort) {
+        None | Some("revenue") => format!("{prefix}:by_revenue"),
+        Some("propensity") => format!("{prefix}:by_propensity"),
+        Some(other) => anyhow::bail!("sort: {other:?} is neither revenue nor propensity"),
+    };
     let mut sets = vec![];
     if let Some(s) = some(&f.segment) {
         sets.push(format!("{prefix}:segment:{s}"));
@@ -100,7 +107,22 @@ pub async fn query(con: &mut MultiplexedConnection, prefix: &str, f: &Filter) ->
     for id in &ids {
         pipe.cmd("HGETALL").arg(format!("{prefix}:customer:{id}"));
     }
-    let customers: Vec<BTreeMap<String, String>> = if ids.is_empty() { vec![] } else { pipe.query_async(con).await? };
+    for id in &ids {
+        pipe.cmd("HGETALL").arg(format!("{prefix}:propensity:{id}"));
+    }
+    let mut found: Vec<BTreeMap<String, String>> = if ids.is_empty() { vec![] } else { pipe.query_async(con).await? };
+    let scores = found.split_off(ids.len());
+    let customers: Vec<BTreeMap<String, String>> = found
+        .into_iter()
+        .zip(scores)
+        .map(|(mut c, p)| {
+            if let Some(s) = p.get("score") {
+                c.insert("propensity".into(), s.clone());
+                c.insert("propensity_model_version".into(), p.get("model_version").cloned().unwrap_or_default());
+            }
+            c
+        })
+        .collect();
     let meta: BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{prefix}:meta")).query_async(con).await?;
     Ok(json!({
         "total": total,

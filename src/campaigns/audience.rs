@@ -1,5 +1,6 @@
 //! A campaign's audience, evaluated when it starts: the explicit recipients, or the customers
-//! of customer 360 (gold c360 in the lake, read with DataFusion) by lifecycle stage and segment.
+//! of customer 360 (gold c360 in the lake, read with DataFusion) by lifecycle stage, segment and
+//! the least repurchase propensity (gold c360_propensity).
 
 use std::path::Path;
 
@@ -50,11 +51,21 @@ pub async fn resolve(def: &Definition, lake: &Path) -> Result<Vec<Recipient>, St
             }
             let ctx = deltalake::datafusion::prelude::SessionContext::new();
             crate::lake::query::register(&ctx, "c360", &path).await.map_err(|e| format!("opening gold c360: {e:#}"))?;
-            let list = |col: &str, vals: &[String]| (!vals.is_empty()).then(|| format!("{col} IN ({})", vals.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect::<Vec<_>>().join(", ")));
-            let filters: Vec<String> = [list("lifecycle_stage", &q.lifecycle_stage), list("segment", &q.segment)].into_iter().flatten().collect();
+            let list = |col: &str, vals: &[String]| (!vals.is_empty()).then(|| format!("c360.{col} IN ({})", vals.iter().map(|v| format!("'{}'", v.replace('\'', "''"))).collect::<Vec<_>>().join(", ")));
+            let mut filters: Vec<String> = [list("lifecycle_stage", &q.lifecycle_stage), list("segment", &q.segment)].into_iter().flatten().collect();
+            let mut join = String::new();
+            if let Some(min) = q.min_propensity {
+                let scores = crate::propensity::run::gold_paths(lake)[0].clone();
+                if !scores.join("_delta_log").is_dir() {
+                    return Err(format!("no propensity scores yet ({}): train a customers model and run `funnel run propensity`", scores.display()));
+                }
+                crate::lake::query::register(&ctx, "propensity", &scores).await.map_err(|e| format!("opening gold c360_propensity: {e:#}"))?;
+                join = " JOIN propensity ON propensity.customer_id = c360.customer_id".into();
+                filters.push(format!("propensity.score >= {min}"));
+            }
             let sql = format!(
-                "SELECT {}, email FROM c360{} ORDER BY customer_id{}",
-                C360_FIELDS.join(", "),
+                "SELECT {}, c360.email AS email FROM c360{join}{} ORDER BY c360.customer_id{}",
+                C360_FIELDS.iter().map(|f| format!("c360.{f} AS {f}")).collect::<Vec<_>>().join(", "),
                 if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) },
                 q.limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
             );

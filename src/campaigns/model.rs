@@ -56,6 +56,10 @@ pub struct C360Query {
     /// At most this many customers (by customer_id order).
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Only customers whose current repurchase propensity (gold c360_propensity, from
+    /// `funnel run propensity`) is at least this, in [0, 1].
+    #[serde(default)]
+    pub min_propensity: Option<f64>,
 }
 
 /// Parse an address as lettre does (RFC 5322 addr-spec).
@@ -108,6 +112,9 @@ impl NewCampaign {
             Audience::C360(q) => {
                 check_values("audience.c360.lifecycle_stage", &q.lifecycle_stage, LIFECYCLE_STAGES)?;
                 check_values("audience.c360.segment", &q.segment, SEGMENTS)?;
+                if let Some(p) = q.min_propensity.filter(|p| !(0.0..=1.0).contains(p)) {
+                    return Err(format!("audience.c360.min_propensity: {p} is not a probability (0 to 1)"));
+                }
                 C360_FIELDS.iter().map(|s| s.to_string()).collect()
             }
         };

@@ -130,6 +130,9 @@ async fn customers(State(s): State<Arc<Serve>>, f: Result<Query<crate::c360::vie
         Ok(Query(f)) => f,
         Err(rejection) => return json_error(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
+    if let Some(sort) = f.sort.as_deref().filter(|s| !s.is_empty() && !matches!(*s, "revenue" | "propensity")) {
+        return json_error(StatusCode::BAD_REQUEST, format!("sort: {sort:?} is neither revenue nor propensity"));
+    }
     let mut con = match s.redis.get_multiplexed_async_connection().await {
         Ok(c) => c,
         Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")),

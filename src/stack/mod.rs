@@ -122,7 +122,7 @@ pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> Str
 }
 
 /// Background programs the demo starts: the processors and the web front.
-pub const DEMO_PROGRAMS: &[&str] = &["processors", "serve", "relay-serve", "relay", "campaigns-serve", "campaigns-send", "campaigns-send-2"];
+pub const DEMO_PROGRAMS: &[&str] = &["processors", "serve", "relay-serve", "relay", "campaigns-serve", "campaigns-send", "campaigns-send-2", "propensity"];
 
 fn pid_file(dirs: &StackDirs, name: &str) -> Result<PathBuf> {
     Ok(dirs.state()?.join(format!("{name}.pid")))
