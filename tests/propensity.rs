@@ -176,14 +176,17 @@ fn gold_scores(case: &Case, dir: &str, key: &str) -> std::collections::BTreeMap<
         .collect()
 }
 
-async fn redis_scores(case: &Case) -> std::collections::BTreeMap<String, (f64, String)> {
+/// The scores in Redis: `hash` `propensity` (customers) or `lead_score`, ranked in `by`.
+async fn redis_scores(case: &Case, hash: &str, by: &str) -> std::collections::BTreeMap<String, (f64, String)> {
     let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let ids: Vec<String> = redis::cmd("ZRANGE").arg(format!("{}:by_propensity", case.prefix)).arg(0).arg(-1).query_async(&mut con).await.unwrap();
+    let ranked: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(format!("{}:{by}", case.prefix)).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut con).await.unwrap();
     let mut out = std::collections::BTreeMap::new();
-    for id in ids {
-        let h: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{}:propensity:{id}", case.prefix)).query_async(&mut con).await.unwrap();
-        out.insert(id, (h["score"].parse().unwrap(), h["model_version"].clone()));
+    for (id, rank) in ranked {
+        let h: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{}:{hash}:{id}", case.prefix)).query_async(&mut con).await.unwrap();
+        let score: f64 = h["score"].parse().unwrap();
+        assert_eq!(rank, score, "{id}: ranked by its score");
+        out.insert(id, (score, h["model_version"].clone()));
     }
     out
 }
@@ -240,8 +243,15 @@ async fn every_customer_and_lead_has_one_current_score_everywhere_through_change
     let settle = || async {
         let mut last = None;
         for _ in 0..60 {
-            let now = (topic_scores(&case, &customers_topic, "customer_id").await, gold_scores(&case, "c360_propensity", "customer_id"), redis_scores(&case).await, topic_scores(&case, &leads_topic, "lead_id").await, gold_scores(&case, "m_dim.lead_score", "lead_id"));
-            if now.0 == now.1 && now.1 == now.2 && now.3 == now.4 {
+            let now = (
+                topic_scores(&case, &customers_topic, "customer_id").await,
+                gold_scores(&case, "c360_propensity", "customer_id"),
+                redis_scores(&case, "propensity", "by_propensity").await,
+                topic_scores(&case, &leads_topic, "lead_id").await,
+                gold_scores(&case, "m_dim.lead_score", "lead_id"),
+                redis_scores(&case, "lead_score", "leads_by_propensity").await,
+            );
+            if now.0 == now.1 && now.1 == now.2 && now.3 == now.4 && now.4 == now.5 {
                 return now;
             }
             last = Some(now);
@@ -250,16 +260,44 @@ async fn every_customer_and_lead_has_one_current_score_everywhere_through_change
         let l = last.unwrap();
         let first_difference = |a: &std::collections::BTreeMap<String, (f64, String)>, b: &std::collections::BTreeMap<String, (f64, String)>| a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("{k}: {v:?} vs {:?}", b.get(k)));
         panic!(
-            "scores never equal in topic, gold and redis: {} / {} / {} customers (topic vs gold {:?}, gold vs redis {:?}), {} / {} leads (topic vs gold {:?})",
-            l.0.len(), l.1.len(), l.2.len(), first_difference(&l.0, &l.1), first_difference(&l.1, &l.2), l.3.len(), l.4.len(), first_difference(&l.3, &l.4)
+            "scores never equal in topic, gold and redis: {} / {} / {} customers (topic vs gold {:?}, gold vs redis {:?}), {} / {} / {} leads (topic vs gold {:?}, gold vs redis {:?})",
+            l.0.len(), l.1.len(), l.2.len(), first_difference(&l.0, &l.1), first_difference(&l.1, &l.2), l.3.len(), l.4.len(), l.5.len(), first_difference(&l.3, &l.4), first_difference(&l.4, &l.5)
         );
     };
-    let (customers, _, _, leads, _) = settle().await;
+    let (customers, _, _, leads, _, _) = settle().await;
     let c360_ids: Vec<String> = json_lines(&case.run_ok(&["sql", "--format", "json", "SELECT customer_id FROM gold_c360 ORDER BY customer_id"])).iter().map(|r| r["customer_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(customers.keys().cloned().collect::<Vec<_>>(), c360_ids, "one current score per customer of gold c360");
     assert!(customers.values().all(|(s, v)| (0.0..=1.0).contains(s) && v == &customers_model.version));
     assert_eq!(leads.len() as i64, count(&case, "gold_m_dim_lead"));
     assert!(leads.values().all(|(_, v)| v == &leads_model.version));
+    // The page's view sorted by propensity: the highest scores first, each with its score.
+    {
+        let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let f = funnel::c360::view::Filter { sort: Some("propensity".into()), limit: Some(20), ..Default::default() };
+        let page = funnel::c360::view::query(&mut con, &case.prefix, &f).await.unwrap();
+        let shown: Vec<(String, f64)> = page["customers"].as_array().unwrap().iter().map(|c| (c["customer_id"].as_str().unwrap().to_string(), c["propensity"].as_str().unwrap().parse().unwrap())).collect();
+        let mut best: Vec<(String, f64)> = customers.iter().map(|(k, (s, _))| (k.clone(), *s)).collect();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        assert_eq!(shown.iter().map(|x| x.1).collect::<Vec<_>>(), best[..20].iter().map(|x| x.1).collect::<Vec<_>>(), "the page sorted by propensity shows the 20 best scores, highest first");
+        assert_eq!(page["total"].as_u64(), Some(customers.len() as u64));
+    }
+    // A campaign audience "segment X with propensity ≥ p" is exactly the gold rows that say so.
+    let (segment, threshold) = {
+        let r = json_lines(&case.run_ok(&["sql", "--format", "json", "SELECT c.segment AS segment, approx_percentile_cont(p.score, 0.5) AS median FROM gold_c360 c JOIN gold_c360_propensity p ON p.customer_id = c.customer_id GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"]));
+        (r[0]["segment"].as_str().unwrap().to_string(), r[0]["median"].as_f64().unwrap())
+    };
+    let expected: Vec<String> = json_lines(&case.run_ok(&["sql", "--format", "json", &format!("SELECT c.customer_id AS id FROM gold_c360 c JOIN gold_c360_propensity p ON p.customer_id = c.customer_id WHERE c.segment = '{segment}' AND p.score >= {threshold} ORDER BY 1")]))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let def = funnel::campaigns::records::Definition {
+        campaign_id: "cmp-propensity".into(), name: "likely buyers".into(), sender: "news@olist.example".into(), subject: "s".into(), html_template: None, text_template: Some("t".into()), batch_size: 100,
+        audience: serde_json::json!({"c360": {"segment": [segment], "min_propensity": threshold}}).to_string(), fields: vec![], expire_after_ms: 0, created_at: 0,
+    };
+    let audience: Vec<String> = funnel::campaigns::audience::resolve(&def, &lake).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert!(!expected.is_empty() && expected.len() < count(&case, "gold_c360") as usize / 2, "{} of the segment {segment} at ≥ {threshold}", expected.len());
+    assert_eq!(audience, expected, "the audience of segment {segment} with propensity ≥ {threshold}");
     // No skew between training and serving: an open lead's streamed score is the model applied
     // to the features the training SQL computes for it.
     let far = DateTime::<Utc>::from_timestamp(4_102_444_800, 0).unwrap();

@@ -1,5 +1,6 @@
-//! The `cache` processor: `dom.customer.consolidated.v1` and `dom.customer.propensity.v1` →
-//! Redis, the serving copy the web page of `funnel serve` reads.
+//! The `cache` processor: `dom.customer.consolidated.v1` and the score topics of `funnel run
+//! propensity` (`dom.customer.propensity.v1`, `marketing.lead.score.v1`) → Redis, the serving
+//! copy the web page of `funnel serve` reads.
 //!
 //! Layout (prefix `c360` by default):
 //! - `<prefix>:customer:<id>` hash: every consolidated field as text (timestamps in µs since
@@ -11,8 +12,11 @@
 //!   `HSCAN … MATCH` (which matches field names);
 //! - `<prefix>:meta` hash: `writes` (a counter the page polls to refresh) and `updated_ms`;
 //! - `<prefix>:propensity:<id>` hash (`score`, `model_version`, `scored_at`) and the
-//!   `<prefix>:by_propensity` sorted set, from `dom.customer.propensity.v1` (`funnel run
-//!   propensity`), kept apart from the customer hash, which each consolidated record replaces.
+//!   `<prefix>:by_propensity` sorted set, from `dom.customer.propensity.v1`, kept apart from
+//!   the customer hash, which each consolidated record replaces; likewise
+//!   `<prefix>:lead_score:<lead_id>` and `<prefix>:leads_by_propensity` from
+//!   `marketing.lead.score.v1`. A score record is the whole current score of its key, so
+//!   applying it again (at-least-once) changes nothing.
 //!
 //! Writes are versioned: a Lua script applies a record only when its version
 //! (`epoch`, `applied_events`, `stream_time`) is not older than the stored one, so
@@ -72,29 +76,52 @@ redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
 
-/// ARGV: prefix, id, score, model_version, scored_at.
+/// ARGV: prefix, hash name, sorted set name, id, score, model_version, scored_at.
 const SCORE: &str = r#"
-local p, id = ARGV[1], ARGV[2]
-redis.call('HSET', p .. ':propensity:' .. id, 'score', ARGV[3], 'model_version', ARGV[4], 'scored_at', ARGV[5])
-redis.call('ZADD', p .. ':by_propensity', ARGV[3], id)
+local p, id = ARGV[1], ARGV[4]
+redis.call('HSET', p .. ':' .. ARGV[2] .. ':' .. id, 'score', ARGV[5], 'model_version', ARGV[6], 'scored_at', ARGV[7])
+redis.call('ZADD', p .. ':' .. ARGV[3], ARGV[5], id)
 redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
 
-/// ARGV: prefix, id.
+/// ARGV: prefix, hash name, sorted set name, id.
 const UNSCORE: &str = r#"
-local p, id = ARGV[1], ARGV[2]
-redis.call('DEL', p .. ':propensity:' .. id)
-redis.call('ZREM', p .. ':by_propensity', id)
+local p, id = ARGV[1], ARGV[4]
+redis.call('DEL', p .. ':' .. ARGV[2] .. ':' .. id)
+redis.call('ZREM', p .. ':' .. ARGV[3], id)
 redis.call('HINCRBY', p .. ':meta', 'writes', 1)
 return 1
 "#;
+
+/// A score topic the cache serves, and where its scores go under the prefix.
+#[derive(Clone, Debug)]
+pub struct ScoreTopic {
+    pub topic: String,
+    /// The key field of its records.
+    pub key: &'static str,
+    /// `<prefix>:<hash>:<id>` holds one key's score.
+    pub hash: &'static str,
+    /// `<prefix>:<by>` ranks the ids by score.
+    pub by: &'static str,
+}
+
+impl ScoreTopic {
+    /// The score topics of `funnel run propensity` (customers, leads).
+    pub fn propensity(names: &crate::topology::names::TopicNames) -> [ScoreTopic; 2] {
+        [
+            ScoreTopic { topic: names.owned("dom.customer.propensity.v1"), key: "customer_id", hash: "propensity", by: "by_propensity" },
+            ScoreTopic { topic: names.owned("marketing.lead.score.v1"), key: "lead_id", hash: "lead_score", by: "leads_by_propensity" },
+        ]
+    }
+}
 
 enum Write {
     Upsert(Vec<String>),
     Delete(String),
-    Score([String; 4]),
-    Unscore(String),
+    /// (index into `Cache::scores`, [id, score, model_version, scored_at]).
+    Score(usize, [String; 4]),
+    Unscore(usize, String),
 }
 
 pub struct Cache {
@@ -105,8 +132,8 @@ pub struct Cache {
     delete: redis::Script,
     score: redis::Script,
     unscore: redis::Script,
-    /// The customer propensity topic (its records are scores, not consolidated customers).
-    scores_topic: String,
+    /// The score topics (their records are scores, not consolidated customers).
+    scores: Vec<ScoreTopic>,
     pending: Vec<Write>,
 }
 
@@ -124,7 +151,7 @@ fn cell(v: &Value) -> Option<String> {
 }
 
 impl Cache {
-    pub async fn open(registry: &RegistryClient, redis_url: &str, prefix: &str, scores_topic: &str) -> Result<Self> {
+    pub async fn open(registry: &RegistryClient, redis_url: &str, prefix: &str, scores: Vec<ScoreTopic>) -> Result<Self> {
         let client = redis::Client::open(redis_url).with_context(|| format!("redis url {redis_url}"))?;
         let redis = client.get_multiplexed_async_connection().await.with_context(|| format!("connecting to redis at {redis_url}"))?;
         Ok(Cache {
@@ -135,13 +162,13 @@ impl Cache {
             delete: redis::Script::new(DELETE),
             score: redis::Script::new(SCORE),
             unscore: redis::Script::new(UNSCORE),
-            scores_topic: scores_topic.to_string(),
+            scores,
             pending: vec![],
         })
     }
 
-    fn score_args(&self, fields: &[(String, Value)]) -> Result<[String; 4], String> {
-        let id = text(field(fields, "customer_id")).ok_or("score without customer_id")?.to_string();
+    fn score_args(key: &str, fields: &[(String, Value)]) -> Result<[String; 4], String> {
+        let id = text(field(fields, key)).ok_or_else(|| format!("score without {key}"))?.to_string();
         let score = crate::avro::value::double(field(fields, "score")).filter(|s| s.is_finite()).ok_or("score is not a finite number")?;
         let version = text(field(fields, "model_version")).ok_or("score without model_version")?.to_string();
         Ok([id, score.to_string(), version, long(field(fields, "scored_at")).unwrap_or(0).to_string()])
@@ -174,15 +201,19 @@ impl Transform for Cache {
             Ok(_) => return Ok(Err("not an Avro record".into())),
             Err(reason) => return Ok(Err(reason)),
         };
-        let is_score = rec.topic == self.scores_topic;
+        let score = self.scores.iter().position(|s| s.topic == rec.topic);
+        let key = score.map_or("customer_id", |i| self.scores[i].key);
         if rec.value.is_none() {
-            let Some(id) = text(field(&fields, "customer_id")) else { return Ok(Err("key without customer_id".into())) };
-            self.pending.push(if is_score { Write::Unscore(id.to_string()) } else { Write::Delete(id.to_string()) });
+            let Some(id) = text(field(&fields, key)) else { return Ok(Err(format!("key without {key}"))) };
+            self.pending.push(match score {
+                Some(i) => Write::Unscore(i, id.to_string()),
+                None => Write::Delete(id.to_string()),
+            });
             return Ok(Ok(vec![]));
         }
-        if is_score {
-            match self.score_args(&fields) {
-                Ok(args) => self.pending.push(Write::Score(args)),
+        if let Some(i) = score {
+            match Self::score_args(key, &fields) {
+                Ok(args) => self.pending.push(Write::Score(i, args)),
                 Err(reason) => return Ok(Err(reason)),
             }
             return Ok(Ok(vec![]));
@@ -207,8 +238,8 @@ impl Transform for Cache {
             match w {
                 Write::Upsert(args) => pipe.cmd("EVALSHA").arg(self.upsert.get_hash()).arg(0).arg(args),
                 Write::Delete(id) => pipe.cmd("EVALSHA").arg(self.delete.get_hash()).arg(0).arg(&self.prefix).arg(id),
-                Write::Score(args) => pipe.cmd("EVALSHA").arg(self.score.get_hash()).arg(0).arg(&self.prefix).arg(&args[..]),
-                Write::Unscore(id) => pipe.cmd("EVALSHA").arg(self.unscore.get_hash()).arg(0).arg(&self.prefix).arg(id),
+                Write::Score(i, args) => pipe.cmd("EVALSHA").arg(self.score.get_hash()).arg(0).arg(&self.prefix).arg(self.scores[*i].hash).arg(self.scores[*i].by).arg(&args[..]),
+                Write::Unscore(i, id) => pipe.cmd("EVALSHA").arg(self.unscore.get_hash()).arg(0).arg(&self.prefix).arg(self.scores[*i].hash).arg(self.scores[*i].by).arg(id),
             };
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -246,12 +277,15 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, topics: C36
     let registry = RegistryClient::waiting_for(registry_url, super::CACHE_PROCESSOR);
     crate::kafka::admin::ensure_topics(brokers, &topics.outputs()).await?;
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.names.dead_letters(super::CACHE_PROCESSOR), partitions: 1, compact: false }]).await?;
-    // The scores topic exists whether or not `funnel run propensity` ever ran (compacted, as
-    // the scorer creates it).
-    let scores = topics.names.owned("dom.customer.propensity.v1");
-    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: scores.clone(), partitions: 3, compact: true }]).await?;
-    let cache = Cache::open(&registry, redis_url, prefix, &scores).await?;
-    let mut lc = LoopConfig::namespaced(super::CACHE_PROCESSOR, brokers, vec![topics.consolidated.clone(), scores], Delivery::AtLeastOnce, &topics.names);
+    // The score topics exist whether or not `funnel run propensity` ever ran (compacted, as
+    // the scorer creates them).
+    let scores = ScoreTopic::propensity(&topics.names);
+    let specs: Vec<_> = scores.iter().map(|s| crate::kafka::admin::TopicSpec { name: s.topic.clone(), partitions: 3, compact: true }).collect();
+    crate::kafka::admin::ensure_topics(brokers, &specs).await?;
+    let mut inputs = vec![topics.consolidated.clone()];
+    inputs.extend(scores.iter().map(|s| s.topic.clone()));
+    let cache = Cache::open(&registry, redis_url, prefix, scores.to_vec()).await?;
+    let mut lc = LoopConfig::namespaced(super::CACHE_PROCESSOR, brokers, inputs, Delivery::AtLeastOnce, &topics.names);
     lc.stop_when_idle = stop_when_idle;
     processor::run(lc, cache).await.context("cache")
 }
