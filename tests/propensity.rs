@@ -214,8 +214,7 @@ async fn every_customer_and_lead_has_one_current_score_everywhere_through_change
     case.wait_streaming(Duration::from_secs(300)).await;
     case.wait_cdc_caught_up(Duration::from_secs(120)).await;
     case.drain_bronze();
-    let loader = ["run", "loader", "--http-port", "0", "--namespace", &case.prefix, "--cdc-topic-prefix", &case.prefix, "--cdc-name", &case.name, "--cdc-publication", &case.name, "--loader-flush-ms", "300"].iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    case.spawn(&loader, "loader");
+    case.spawn(&loader_args(&case), "loader");
     case.wait_checks_equal("silver", &["marketing.marketing_qualified_leads=m_data.marketing_qualified_lead", "marketing.closed_deals=m_data.closed_deal"], &[], Duration::from_secs(300), "loader").await;
     case.run_ok(&["train", "propensity", "--model", "leads"]);
     case.run_ok(&["train", "propensity", "--model", "customers", "--cdc-topic-prefix", &case.prefix]);

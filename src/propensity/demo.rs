@@ -30,10 +30,14 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, funnel: &dyn Fn(&[&str]) -> R
     let customers = rows(&lake, "SELECT count(*) AS n FROM gold_c360").await;
     let leads = rows(&lake, "SELECT count(*) AS n FROM gold_m_dim_lead").await;
     let bar = ProgressBar::new((customers + leads) as u64);
-    bar.set_style(ProgressStyle::with_template("customers + leads → scores → gold [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(ProgressStyle::with_template("customers + leads → scores → gold [{bar:30}] {pos}/{len} current {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let t0 = Instant::now();
     loop {
-        let scored = rows(&lake, "SELECT count(*) AS n FROM gold_c360_propensity").await + rows(&lake, "SELECT count(*) AS n FROM gold_m_dim_lead_score").await;
+        // A score counts once it was made from its customer's or lead's current row (the scorer
+        // reads every version of a customer in order, the early ones first: a count alone
+        // would print the distribution of half-built profiles).
+        let scored = rows(&lake, "SELECT count(*) AS n FROM gold_c360 c JOIN gold_c360_propensity p ON p.customer_id = c.customer_id AND p.lifecycle_stage = c.lifecycle_stage AND p.segment = c.segment AND p.scored_at = c.stream_time").await
+            + rows(&lake, "SELECT count(*) AS n FROM gold_m_dim_lead l JOIN gold_m_dim_lead_score s ON s.lead_id = l.lead_id AND s.is_closed_deal = l.is_closed_deal").await;
         bar.set_position(scored.max(0) as u64);
         if scored >= customers + leads {
             bar.finish();
