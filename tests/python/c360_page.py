@@ -38,8 +38,10 @@ def wait(what, f, timeout=60):
 def rows(driver):
     out = []
     for tr in driver.find_elements(By.CSS_SELECTOR, "#customers tr"):
-        cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-        out.append({"customer_id": cells[0], "city": cells[2], "stage": cells[8], "segment": cells[9]})
+        tds = tr.find_elements(By.TAG_NAME, "td")
+        # Stage and segment by their class, so a new column (propensity) moves nothing.
+        by_class = {td.get_attribute("class"): td.text for td in tds if td.get_attribute("class")}
+        out.append({"customer_id": tds[0].text, "city": tds[2].text, "stage": by_class.get("stage"), "segment": by_class.get("segment")})
     return out
 
 
