@@ -109,9 +109,10 @@ pub struct ScoreTopic {
 impl ScoreTopic {
     /// The score topics of `funnel run propensity` (customers, leads).
     pub fn propensity(names: &crate::topology::names::TopicNames) -> [ScoreTopic; 2] {
+        let t = crate::propensity::run::ScoreTopics::new(names.clone());
         [
-            ScoreTopic { topic: names.owned("dom.customer.propensity.v1"), key: "customer_id", hash: "propensity", by: "by_propensity" },
-            ScoreTopic { topic: names.owned("marketing.lead.score.v1"), key: "lead_id", hash: "lead_score", by: "leads_by_propensity" },
+            ScoreTopic { topic: t.customers_out, key: "customer_id", hash: "propensity", by: "by_propensity" },
+            ScoreTopic { topic: t.leads_out, key: "lead_id", hash: "lead_score", by: "leads_by_propensity" },
         ]
     }
 }

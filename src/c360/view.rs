@@ -30,7 +30,7 @@ fn some(v: &Option<String>) -> Option<&str> {
 /// Ids matching the filter, highest revenue (or propensity) first, at most `limit`; and how
 /// many match in all.
 async fn matching(con: &mut MultiplexedConnection, prefix: &str, f: &Filter, limit: usize) -> Result<(Vec<String>, usize)> {
-    let by_revenue = match some(&f.sort) {
+    let ranking = match some(&f.sort) {
         None | Some("revenue") => format!("{prefix}:by_revenue"),
         Some("propensity") => format!("{prefix}:by_propensity"),
         Some(other) => anyhow::bail!("sort: {other:?} is neither revenue nor propensity"),
@@ -64,20 +64,20 @@ async fn matching(con: &mut MultiplexedConnection, prefix: &str, f: &Filter, lim
         if ids.is_empty() {
             return Ok((vec![], 0));
         }
-        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE").arg(&by_revenue).arg(&ids).query_async(con).await?;
+        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE").arg(&ranking).arg(&ids).query_async(con).await?;
         let mut scored: Vec<(f64, String)> = ids.into_iter().zip(scores).map(|(id, s)| (s.unwrap_or(0.0), id)).collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let total = scored.len();
         return Ok((scored.into_iter().take(limit).map(|(_, id)| id).collect(), total));
     }
     if sets.is_empty() {
-        let total: usize = redis::cmd("ZCARD").arg(&by_revenue).query_async(con).await?;
-        let ids: Vec<String> = redis::cmd("ZREVRANGE").arg(&by_revenue).arg(0).arg(limit as i64 - 1).query_async(con).await?;
+        let total: usize = redis::cmd("ZCARD").arg(&ranking).query_async(con).await?;
+        let ids: Vec<String> = redis::cmd("ZREVRANGE").arg(&ranking).arg(0).arg(limit as i64 - 1).query_async(con).await?;
         return Ok((ids, total));
     }
     // ZINTER (read-only): revenue as score, the filter sets weigh nothing.
     let mut cmd = redis::cmd("ZINTER");
-    cmd.arg(1 + sets.len()).arg(&by_revenue).arg(&sets).arg("WEIGHTS").arg(1);
+    cmd.arg(1 + sets.len()).arg(&ranking).arg(&sets).arg("WEIGHTS").arg(1);
     for _ in &sets {
         cmd.arg(0);
     }

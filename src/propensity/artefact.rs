@@ -59,15 +59,20 @@ pub struct Artefact {
     pub determinism: String,
 }
 
-fn sigmoid(z: f64) -> f64 {
+pub(super) fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
+}
+
+/// The logistic model's probability for one entity: training evaluates with it before the
+/// artefact exists, scoring through `Artefact::score`.
+pub(super) fn probability(encoder: &Encoder, weights: &[f64], intercept: f64, v: &Values) -> f64 {
+    sigmoid(intercept + encoder.encode(v).iter().zip(weights).map(|(a, b)| a * b).sum::<f64>())
 }
 
 impl Artefact {
     /// The probability of the positive outcome for one entity.
     pub fn score(&self, v: &Values) -> f64 {
-        let x = self.encoder.encode(v);
-        sigmoid(self.intercept + x.iter().zip(&self.weights).map(|(a, b)| a * b).sum::<f64>())
+        probability(&self.encoder, &self.weights, self.intercept, v)
     }
 
     pub fn dir(&self, lake: &Path) -> PathBuf {

@@ -219,7 +219,9 @@ impl Encoder {
     }
 
     pub fn encode(&self, v: &Values) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.columns().len());
+        // Counted, not `columns().len()`: that formats every column name, per scored record.
+        let width = self.numeric.iter().map(|n| 1 + n.missing_flag as usize).sum::<usize>() + self.categorical.iter().map(|c| c.values.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(width);
         for (n, x) in self.numeric.iter().zip(&v.numeric) {
             let x = x.filter(|x| x.is_finite());
             out.push(x.map_or(0.0, |x| (log1p(x) - n.mean) / n.sd));

@@ -139,12 +139,13 @@ impl Scorer {
         vec![self.input.clone()]
     }
 
-    fn record(&self, a: &Artefact, r: &[(String, Value)]) -> Result<Result<(String, Value), String>> {
+    /// The score record of one input record, or why it cannot be scored (dead-lettered).
+    fn record(&self, a: &Artefact, r: &[(String, Value)]) -> Result<(String, Value), String> {
         let s = |v: &str| Value::String(v.to_string());
         let opt = |name: &str| crate::avro::value::nullable(text(field(r, name)).map(|t| Value::String(t.to_string())));
-        Ok(Ok(match self.kind {
+        Ok(match self.kind {
             ModelKind::Customers => {
-                let Some(id) = text(field(r, "customer_id")) else { return Ok(Err("a consolidated customer without customer_id".into())) };
+                let Some(id) = text(field(r, "customer_id")) else { return Err("a consolidated customer without customer_id".into()) };
                 let (values, at) = customer_values(r);
                 let score = a.score(&values);
                 let record = Value::Record(vec![
@@ -159,7 +160,7 @@ impl Scorer {
                 (id.to_string(), record)
             }
             ModelKind::Leads => {
-                let Some(id) = text(field(r, "lead_id")) else { return Ok(Err("a lead without lead_id".into())) };
+                let Some(id) = text(field(r, "lead_id")) else { return Err("a lead without lead_id".into()) };
                 let (values, at) = lead_values(r);
                 let closed = text(field(r, "is_closed_deal")).unwrap_or_default().to_string();
                 // A lead that closed a deal has converted: its propensity is the outcome.
@@ -176,7 +177,7 @@ impl Scorer {
                 ]);
                 (id.to_string(), record)
             }
-        }))
+        })
     }
 }
 
@@ -194,7 +195,7 @@ impl Transform for Scorer {
         // No model is an outage, not bad data: fail the batch (retried, /health says why).
         let kind = self.kind;
         let Some(a) = self.model.get() else { anyhow::bail!("no {} model to score with yet (train one with `funnel train propensity --model {}`)", kind.name(), kind.name()) };
-        let (id, value) = match self.record(&a, &fields)? {
+        let (id, value) = match self.record(&a, &fields) {
             Ok(x) => x,
             Err(reason) => return Ok(Err(reason)),
         };

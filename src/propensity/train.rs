@@ -11,7 +11,7 @@ use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
-use super::artefact::{Artefact, Evaluation};
+use super::artefact::{probability, sigmoid, Artefact, Evaluation};
 use super::evaluate::Metrics;
 use super::features::{self, Encoder, Example, ModelKind, Window};
 
@@ -114,10 +114,6 @@ fn fit(x: &[Vec<f64>], y: &[bool], alpha: f64) -> Result<(Vec<f64>, f64)> {
     Ok((w, *lr.intercept().get((0, 0))))
 }
 
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 /// The baseline's scores on the held-out rows.
 fn baseline(kind: ModelKind, enc: &Encoder, train: &[Example], eval: &[Example], alpha: f64) -> Result<(String, Vec<f64>)> {
     match kind {
@@ -188,8 +184,7 @@ pub async fn train(lake: &Path, args: &TrainArgs) -> Result<Trained> {
     let y: Vec<bool> = train.iter().map(|e| e.label).collect();
     let (weights, intercept) = fit(&x, &y, args.alpha)?;
     let labels: Vec<bool> = eval.iter().map(|e| e.label).collect();
-    let score = |e: &Example| sigmoid(intercept + encoder.encode(&e.values).iter().zip(&weights).map(|(a, b)| a * b).sum::<f64>());
-    let model_scores: Vec<f64> = eval.iter().map(score).collect();
+    let model_scores: Vec<f64> = eval.iter().map(|e| probability(&encoder, &weights, intercept, &e.values)).collect();
     let (baseline_name, baseline_scores) = baseline(kind, &encoder, &train, &eval, args.alpha)?;
     let trained_at = Utc::now();
     let artefact = Artefact {
