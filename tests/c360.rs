@@ -57,6 +57,8 @@ async fn c360_views_equal_the_source_sql_through_changes_and_kill_9() {
     assert_eq!(n(&e, "duplicates"), 0, "{e}");
     assert_eq!(n(&e, "records"), n(&e, "order_events"), "one enriched record per order event: {e}");
     assert!(n(&e, "with_profile") > n(&e, "records") / 2, "orders are joined with their profile: {e}");
+    assert!(n(&e, "profile_preceded") > n(&e, "records") / 2, "{e}");
+    assert_eq!(n(&e, "profile_not_carried"), 0, "every order event whose profile precedes it in event time carries that profile: {e}");
 
     // Changes of every kind while the c360 processor is killed at random moments.
     let pg = case.pg().await;
@@ -105,6 +107,8 @@ async fn c360_views_equal_the_source_sql_through_changes_and_kill_9() {
     eprintln!("enriched after kill -9: {e}");
     assert_eq!(n(&e, "duplicates"), 0, "no order event enriched twice: {e}");
     assert_eq!(n(&e, "records"), n(&e, "order_events"), "every order event enriched once: {e}");
+    assert_eq!(n(&e, "profile_not_carried"), 0, "{e}");
+    let live = e;
 
     // The killed run against an uninterrupted one over the same inputs: `funnel replay c360`
     // rebuilds state, topics, gold and Redis in one pass; every column of every customer
@@ -121,10 +125,14 @@ async fn c360_views_equal_the_source_sql_through_changes_and_kill_9() {
     let uninterrupted = C360Snapshot::take(&case, &consolidated, &case.prefix).await;
     assert!(uninterrupted.epoch > killed.epoch, "the replay begins a new epoch");
     killed.assert_same_as(&uninterrupted, "six kill -9 (compared with an uninterrupted replay)");
-    // The replay reads the created and updated topics at its own pace (many creations arrive
-    // after their order's update); every order event is still enriched exactly once.
+    // The replay reads the three input topics at its own pace; the runtime's alignment hands
+    // the records over in event-time order all the same, so the enriched stream is the live
+    // one: per order the same records in the same order, each with the profile it had live.
     let e = enriched(&case);
     eprintln!("enriched after the replay: {e}");
     assert_eq!(n(&e, "duplicates"), 0, "{e}");
     assert_eq!(n(&e, "records"), n(&e, "order_events"), "every order event enriched once in the replay: {e}");
+    assert_eq!(n(&e, "profile_not_carried"), 0, "{e}");
+    assert_eq!((n(&e, "orders"), n(&e, "with_profile")), (n(&live, "orders"), n(&live, "with_profile")), "live {live}\nreplay {e}");
+    assert_eq!(e["sequence_digest"], live["sequence_digest"], "every order's enriched records equal the live run's: live {live}\nreplay {e}");
 }

@@ -91,7 +91,7 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, cfg: &C360B
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: to.clone(), partitions: 3, compact: false }]).await?;
     let baseline = timed("bench-passthrough", &inputs, records, "passthrough (no-op)", processor::run(lc, Passthrough { to })).await?;
 
-    let c360_cfg = C360Config { sql_dir: None, batch_max: 5000, batch_ms: 200, lake_flush_ms: 500, redis_prefix: ns.clone() };
+    let c360_cfg = C360Config { sql_dir: None, batch_max: 5000, batch_ms: 200, align_idle_ms: 2000, lake_flush_ms: 500, redis_prefix: ns.clone() };
     let engine = timed(crate::c360::PROCESSOR, &inputs, records, "c360 engine", crate::c360::run(brokers, registry_url, topics.clone(), Delivery::ExactlyOnce, &c360_cfg, true)).await?;
     report(&format!("c360 throughput: {records} input records, same broker, same run"), &baseline, &engine);
 

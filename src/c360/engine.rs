@@ -1,11 +1,12 @@
 //! The `c360` processor: runs `sql/c360/*.sql` on DataFusion per micro-batch.
 //!
-//! Records are decoded as they arrive (a bad one is dead-lettered) and queued per input
-//! partition. At the end of the batch they are applied to keyed state in event-time order
-//! (profiles: latest by source position; orders: latest state, with a customer → orders index)
-//! and collected into a sub-batch, which runs through the four queries at the end — or
-//! earlier, when a profile changes for a customer that already has an order event in the
-//! sub-batch, so that every order joins the profile as of its own arrival:
+//! The runtime hands the records over in event-time order across the three input topics
+//! (`runtime::align`: record timestamp, ties to profiles, then creations). Each is decoded
+//! (a bad one is dead-lettered), applied to keyed state (profiles: latest by source position;
+//! orders: latest state, with a customer → orders index) and collected into a sub-batch, which
+//! runs through the four queries at the end of the batch — or earlier, when a profile changes
+//! for a customer that already has an order event in the sub-batch, so that every order joins
+//! the profile as of its own event time:
 //!
 //! 1. `customer_profile` over the stored profiles of the customers involved;
 //! 2. `customer_order_enriched` over the sub-batch's order events ⟕ `customer_profile`;
@@ -82,7 +83,7 @@ enum Event {
     Order(String, Option<Order>),
 }
 
-/// A decoded input record waiting in its partition's queue.
+/// A decoded input record.
 struct Arrived {
     input: Input,
     topic: String,
@@ -114,8 +115,6 @@ pub struct C360Engine {
     timer: Option<(String, i64)>,
     reemit: bool,
     keep_nulls: bool,
-    /// The batch's decoded records, per input partition in offset order.
-    inbox: BTreeMap<(Input, i32), std::collections::VecDeque<Arrived>>,
     pending: Pending,
 }
 
@@ -178,7 +177,6 @@ impl C360Engine {
             epoch: 0,
             startup: vec![],
             timers: Timers::default(),
-            inbox: BTreeMap::new(),
             pending: Pending::default(),
         };
         engine.validate().await?;
@@ -325,24 +323,6 @@ impl C360Engine {
         })
     }
 
-    /// Apply the inbox in event-time order: repeatedly the partition whose next record has
-    /// the smallest timestamp (ties: profiles first), keeping offset order within each
-    /// partition — Kafka Streams' choice, so a profile produced before an order is joined
-    /// even when the two topics arrive in one batch in the other order.
-    async fn apply_inbox(&mut self, out: &mut Vec<OutRecord>) -> Result<()> {
-        loop {
-            let next = self.inbox.iter().filter_map(|(k, q)| q.front().map(|a| (a.timestamp, *k))).min();
-            let Some((_, k)) = next else { break };
-            let a = self.inbox.get_mut(&k).and_then(|q| q.pop_front()).context("inbox queue emptied")?;
-            match a.event {
-                Event::Profile(ref id, ref profile) => self.apply_profile(id, profile.clone(), &a, out).await?,
-                Event::Order(ref id, ref order) => self.apply_order(id, order.clone(), &a, out),
-            }
-        }
-        self.inbox.clear();
-        Ok(())
-    }
-
     async fn apply_profile(&mut self, id: &str, profile: Option<Profile>, rec: &Arrived, out: &mut Vec<OutRecord>) -> Result<()> {
         let id = id.to_string();
         if self.profiles.get(&id).is_some_and(|e| e.partition == rec.partition && e.offset >= rec.offset) {
@@ -392,8 +372,10 @@ impl C360Engine {
         }
         // A creation is older than any update of the same life of the order: it applies to an
         // unknown order, or to a deleted one when produced after the delete (offsets of the two
-        // topics are not comparable; record timestamps are). One that comes later — the two
-        // topics are fetched unevenly, so a replay sees it often — is still an event.
+        // topics are not comparable; record timestamps are). The runtime's alignment hands a
+        // creation over before the updates produced after it; one that still comes later is
+        // true upstream disorder (an update stamped before its creation, or a partition the
+        // alignment gave up waiting for) and is still an event.
         if input == Input::Created && (entry.order.is_some() || entry.deleted_at_ms.is_some_and(|d| rec.timestamp <= d)) {
             if entry.created_offset.is_none() {
                 self.apply_overtaken_creation(id, entry, order, rec, out);
@@ -448,7 +430,7 @@ impl C360Engine {
     }
 
     /// A creation that arrives after an update or the delete of the same order (its first
-    /// creation: the caller skips repeats). The state keeps the later image, but the creation
+    /// creation: the caller skips repeats) — upstream disorder, which alignment cannot undo. The state keeps the later image, but the creation
     /// is an event as in any order of arrival: counted for its customer and enriched. Its row
     /// carries the order as it is now, because the lake keeps the last row per order: the
     /// current image while the order lives, `deleted` once it is gone (never bringing it back).
@@ -623,14 +605,17 @@ impl Transform for C360Engine {
             Ok(e) => e,
             Err(reason) => return Ok(Err(reason)),
         };
-        let arrived = Arrived { input, topic: rec.topic.to_string(), partition: rec.partition, offset: rec.offset, timestamp: rec.timestamp_ms.unwrap_or(0), event };
-        self.inbox.entry((input, rec.partition)).or_default().push_back(arrived);
-        Ok(Ok(vec![]))
+        let a = Arrived { input, topic: rec.topic.to_string(), partition: rec.partition, offset: rec.offset, timestamp: rec.timestamp_ms.unwrap_or(0), event };
+        let mut out = std::mem::take(&mut self.startup);
+        match a.event {
+            Event::Profile(ref id, ref profile) => self.apply_profile(id, profile.clone(), &a, &mut out).await?,
+            Event::Order(ref id, ref order) => self.apply_order(id, order.clone(), &a, &mut out),
+        }
+        Ok(Ok(out))
     }
 
     async fn end_batch(&mut self) -> Result<Vec<OutRecord>> {
         let mut out = std::mem::take(&mut self.startup);
-        self.apply_inbox(&mut out).await?;
         out.extend(self.flush().await?);
         self.fire_timers(&mut out).await?;
         Ok(out)

@@ -24,6 +24,7 @@ use crate::kafka::admin::{ensure_topics, TopicSpec};
 use crate::kafka::batch_producer::Delivery;
 use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
 use crate::registry::RegistryClient;
+use crate::runtime::align::Alignment;
 use crate::runtime::processor::{self, LoopConfig};
 use crate::topology::names::TopicNames;
 
@@ -91,6 +92,11 @@ pub struct C360Config {
     /// Longest wait to fill a micro-batch (end-to-end latency floor).
     #[arg(long = "c360-batch-ms", default_value_t = 200)]
     pub batch_ms: u64,
+    /// Longest wait for an input partition that has nothing buffered but is not consumed to
+    /// its end, before records go on without it (event-time alignment across the profile,
+    /// created and updated topics; 0 = no alignment, records in the order they are fetched).
+    #[arg(long = "c360-align-idle-ms", default_value_t = 2000)]
+    pub align_idle_ms: u64,
     /// Commit interval of the silver and gold c360 tables (`lake`).
     #[arg(long = "c360-lake-flush-ms", default_value_t = 500)]
     pub lake_flush_ms: u64,
@@ -110,6 +116,7 @@ pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery
     lc.batch_max = cfg.batch_max;
     lc.batch_ms = cfg.batch_ms;
     lc.stop_when_idle = stop_when_idle;
+    lc.align = (cfg.align_idle_ms > 0).then(|| Alignment { max_idle: std::time::Duration::from_millis(cfg.align_idle_ms), max_buffered: 4 * cfg.batch_max.max(1000) });
     processor::run(lc, engine).await.context("c360")
 }
 

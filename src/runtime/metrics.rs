@@ -12,6 +12,7 @@ pub struct Metrics {
     pub duplicates_skipped: IntCounterVec,
     pub lag: IntGaugeVec,
     pub batch_seconds: HistogramVec,
+    pub alignment_gave_up: IntCounterVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -28,6 +29,12 @@ pub fn metrics() -> &'static Metrics {
             "Time to process and commit one batch",
             &["processor"],
             vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+        )
+        .expect("metric"),
+        alignment_gave_up: register_int_counter_vec!(
+            "funnel_alignment_gave_up_total",
+            "Times an input partition stayed behind longer than the alignment idle time and records went on without it",
+            &["processor", "topic"]
         )
         .expect("metric"),
     })

@@ -1,6 +1,7 @@
 //! What every processor shares: Prometheus metrics, the `/metrics` + `/health` HTTP port,
 //! and graceful shutdown on SIGTERM / Ctrl-C.
 
+pub mod align;
 pub mod auth;
 pub mod health;
 pub mod http;

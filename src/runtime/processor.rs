@@ -19,6 +19,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::align::{self, Alignment, Inbox, Partition};
 use super::{health, lag, metrics::metrics, shutdown};
 use crate::kafka::batch_producer::{Delivery, OutRecord};
 use crate::kafka::dead_letters;
@@ -83,6 +84,9 @@ pub struct LoopConfig {
     /// Stop once a poll finds nothing and every assigned partition is consumed to its end
     /// (replays, bounded runs).
     pub stop_when_idle: bool,
+    /// Hand the transform its records in event-time order across all input partitions
+    /// (`align`); None: in the order the consumer fetched them.
+    pub align: Option<Alignment>,
 }
 
 impl LoopConfig {
@@ -102,6 +106,7 @@ impl LoopConfig {
             batch_max: 5000,
             batch_ms: 200,
             stop_when_idle: false,
+            align: None,
         }
     }
 }
@@ -125,12 +130,14 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
 
     // Partitions stopped at a record that is not due yet: (topic, partition) → (offset, due ms).
     let mut waiting: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+    let mut inbox = cfg.align.clone().map(|a| Inbox::new(a, &cfg.inputs));
     while !shutdown::requested() {
         resume_due(&consumer, &mut waiting);
         // Collect a batch (no transaction is open while polling).
         let mut batch = vec![];
+        let mut polled = 0;
         let started = Instant::now();
-        while batch.len() < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
+        while polled < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
             let left = Duration::from_millis(cfg.batch_ms).saturating_sub(started.elapsed());
             match tokio::time::timeout(left.max(Duration::from_millis(1)), consumer.recv()).await {
                 Err(_) => break,
@@ -141,15 +148,24 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                 Ok(Ok(m)) => {
                     // A waiting partition's records are read again from its stop once resumed.
                     if !waiting.contains_key(&(m.topic().to_string(), m.partition())) {
-                        batch.push(m.detach());
+                        polled += 1;
+                        match &mut inbox {
+                            Some(inbox) => inbox.push(m.detach()),
+                            None => batch.push(m.detach()),
+                        }
                     }
                 }
             }
         }
+        if let Some(inbox) = &mut inbox {
+            batch = release_aligned(p, &consumer, inbox, &waiting, cfg.batch_max)?;
+        }
         if batch.is_empty() {
-            lag::advance_to_position(&progress, &consumer);
-            if cfg.stop_when_idle && consumed_to_end(&consumer)? {
-                break;
+            if inbox.as_ref().is_none_or(Inbox::is_empty) {
+                lag::advance_to_position(&progress, &consumer);
+                if cfg.stop_when_idle && consumed_to_end(&consumer)? {
+                    break;
+                }
             }
             continue;
         }
@@ -202,9 +218,15 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             tpl.add_partition(&t, part);
             consumer.pause(&tpl).with_context(|| format!("pausing {t}/{part}"))?;
             consumer.seek(&t, part, Offset::Offset(offset), Duration::from_secs(10)).with_context(|| format!("rewinding {t}/{part} to {offset}"))?;
+            if let Some(inbox) = &mut inbox {
+                inbox.rewind(&(t.clone(), part), offset);
+            }
             waiting.insert((t, part), (offset, due));
         }
-        lag::advance_to_position(&progress, &consumer);
+        // The position covers buffered records too: progress only once nothing is buffered.
+        if inbox.as_ref().is_none_or(Inbox::is_empty) {
+            lag::advance_to_position(&progress, &consumer);
+        }
         metrics().batch_seconds.with_label_values(&[p]).observe(t0.elapsed().as_secs_f64());
         tracing::debug!(
             processor = p,
@@ -250,6 +272,85 @@ fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
         };
         lo == hi || at(&position) || at(&committed)
     }))
+}
+
+/// The next records in event-time order (see `align`): releases what the buffer allows,
+/// asks the broker about the partitions holding it back, releases again, and pauses or
+/// resumes partitions to keep the buffer bounded. A failed watermark query releases nothing
+/// more this round (the broker may be down): the next round asks again.
+fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waiting: &HashMap<Partition, (i64, i64)>, max: usize) -> Result<Vec<rdkafka::message::OwnedMessage>> {
+    let assignment = consumer.assignment().context("assignment")?;
+    let assigned: std::collections::HashSet<Partition> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+    inbox.retain(&assigned);
+    let mut parts: Vec<Partition> = assigned.iter().filter(|tp| !waiting.contains_key(*tp)).cloned().collect();
+    parts.sort();
+    let (mut out, stop) = inbox.release(max, &parts);
+    if let align::Stop::Waiting(behind) = stop {
+        match tokio::task::block_in_place(|| behind_positions(consumer, inbox, &behind)) {
+            Ok(marks) => {
+                let now = Instant::now();
+                for (tp, next, lo, hi) in marks {
+                    if inbox.observe(&tp, next, lo, hi, now) {
+                        metrics().alignment_gave_up.with_label_values(&[p, &tp.0]).inc();
+                        tracing::debug!(processor = p, topic = tp.0, partition = tp.1, next = ?next, high = hi, "alignment: a partition stayed behind longer than the idle time; going on without it");
+                    }
+                }
+                let (more, _) = inbox.release(max.saturating_sub(out.len()), &parts);
+                out.extend(more);
+            }
+            Err(e) => tracing::warn!(processor = p, error = %format!("{e:#}"), "alignment: watermark query failed; holding back"),
+        }
+    }
+    let (pause, resume) = inbox.flow_control();
+    for (list, pausing) in [(pause, true), (resume, false)] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, part) in &list {
+            tpl.add_partition(t, *part);
+        }
+        let r = if pausing { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        if let Err(e) = r {
+            tracing::debug!(processor = p, error = %e, pausing, "alignment: flow control");
+        }
+    }
+    Ok(out)
+}
+
+/// For each partition holding the release back: its next offset (consumer position, the
+/// last record received, or the committed offset when none arrived) and its watermarks.
+fn behind_positions(consumer: &StreamConsumer, inbox: &Inbox, behind: &[Partition]) -> Result<Vec<(Partition, Option<i64>, i64, i64)>> {
+    let marks = crate::kafka::watermarks(consumer, behind)?;
+    let position = consumer.position().context("position")?;
+    let offset_in = |tpl: &TopicPartitionList, tp: &Partition| match tpl.find_partition(&tp.0, tp.1).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    };
+    let mut next: HashMap<Partition, i64> = HashMap::new();
+    for tp in behind {
+        if let Some(o) = offset_in(&position, tp).max(inbox.received(tp)) {
+            next.insert(tp.clone(), o);
+        }
+    }
+    let unknown: Vec<&Partition> = behind.iter().filter(|tp| !next.contains_key(*tp)).collect();
+    if !unknown.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for (t, part) in &unknown {
+            tpl.add_partition(t, *part);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).context("committed offsets")?;
+        for tp in unknown {
+            if let Some(o) = offset_in(&committed, tp) {
+                next.insert(tp.clone(), o);
+            }
+        }
+    }
+    Ok(marks.into_iter().map(|(t, part, lo, hi)| {
+        let tp = (t, part);
+        let n = next.get(&tp).copied();
+        (tp, n, lo, hi)
+    }).collect())
 }
 
 fn now_ms() -> i64 {

@@ -188,9 +188,10 @@ def check_silver(args, spec):
 DECODE_ERROR = object()
 
 
-def read_topic(args, topic):
+def read_topic(args, topic, timestamps=None):
     """Every committed record of a topic, decoded: [(partition, offset, key, value)], value None
-    for a tombstone and DECODE_ERROR when it does not decode."""
+    for a tombstone and DECODE_ERROR when it does not decode. With a dict as `timestamps`,
+    each record's timestamp (ms) is stored there under (partition, offset)."""
     registry = SchemaRegistryClient({"url": args.registry})
     de = AvroDeserializer(registry)
     consumer = Consumer({
@@ -230,6 +231,8 @@ def read_topic(args, topic):
             value = None if msg.value() is None else de(msg.value(), SerializationContext(topic, MessageField.VALUE))
         except Exception:  # noqa: BLE001 - counted by the caller
             key, value = None, DECODE_ERROR
+        if timestamps is not None:
+            timestamps[(msg.partition(), msg.offset())] = msg.timestamp()[1]
         out.append((msg.partition(), msg.offset(), key, value))
     consumer.close()
     return out
@@ -386,18 +389,44 @@ def check_c360(args, what):
             actual[(h["customer_id"],)] = row
         out = {"check": "c360 redis", "keys": len(keys)}
     elif what == "enriched":
-        events = 0
+        # Event time is the record timestamp; a profile and an order event with the same
+        # timestamp count the profile first (the runtime's alignment does the same).
+        events, event_time = 0, {}
         for topic in (f"{ns}dom.order.created.v1", f"{ns}dom.order.updated.v1"):
-            events += len(read_topic(args, topic))
+            stamps = {}
+            events += len(read_topic(args, topic, stamps))
+            for (p, o), ts in stamps.items():
+                event_time[(topic, p, o)] = ts
+        profile_stamps = {}
+        history = {}
+        for p, o, key, value in read_topic(args, f"{ns}dom.customer.profile.upsert.v1", profile_stamps):
+            history.setdefault(key["customer_id"], []).append((profile_stamps[(p, o)], value))
+        profile_fields = ("first_name", "last_name", "email", "city", "state")
         seen, duplicates, with_profile = set(), 0, 0
+        preceded, wrong, examples = 0, 0, []
+        sequences = {}
         records = read_topic(args, f"{ns}dom.customer.order.enriched.v1")
         for _, _, _, v in records:
             src = (v["source_topic"], v["source_partition"], v["source_offset"], v["event_type"])
             duplicates += src in seen
             seen.add(src)
             with_profile += v.get("city") is not None
+            sequences.setdefault(v["order_id"], []).append({k: norm(x) for k, x in sorted(v.items())})
+            at = event_time.get((v["source_topic"], v["source_partition"], v["source_offset"]))
+            before = [p for ts, p in history.get(v["customer_id"], []) if at is not None and ts <= at]
+            if before:
+                preceded += 1
+                expected = {f: norm((before[-1] or {}).get(f)) for f in profile_fields}
+                actual = {f: norm(v.get(f)) for f in profile_fields}
+                if expected != actual:
+                    wrong += 1
+                    if len(examples) < 3:
+                        examples.append({"order_id": v["order_id"], "event_type": v["event_type"], "expected": expected, "actual": actual})
+        digest = hashlib.sha256(json.dumps(sorted(sequences.items())).encode()).hexdigest()
         return {"check": "c360 enriched", "records": len(records), "order_events": events,
-                "duplicates": duplicates, "with_profile": with_profile}
+                "duplicates": duplicates, "with_profile": with_profile,
+                "profile_preceded": preceded, "profile_not_carried": wrong, "examples": examples,
+                "orders": len(sequences), "sequence_digest": digest}
     else:
         raise ValueError(what)
     digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
