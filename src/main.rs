@@ -179,7 +179,9 @@ enum Command {
     /// Rebuild a processor's state from its input topics (stop the processor first):
     /// deletes its changelogs (leads: also its output topic and gold table; c360: its output
     /// topics and the silver/gold c360 tables, then rebuilds them and the Redis view), rewinds
-    /// its consumer group, runs it to the end of its inputs and exits.
+    /// its consumer group, runs it to the end of its inputs and exits. Prints the digests of
+    /// the rebuilt outputs (`funnel digest`): run `funnel digest <processor>` before the
+    /// replay to compare with the live run.
     Replay {
         #[arg(value_parser = ["seller-metrics", "leads", "c360", "propensity"])]
         processor: String,
@@ -194,6 +196,19 @@ enum Command {
         c360: funnel::c360::C360Config,
         #[command(flatten)]
         propensity: funnel::propensity::run::PropensityConfig,
+        #[command(flatten)]
+        ns: funnel::topology::names::NamespaceArg,
+    },
+    /// Digest the output topics of a stateful processor (c360, leads, seller-metrics): the
+    /// enriched orders as every record per order, tables as their latest record per key,
+    /// leaving out fields that say when a record was made (epoch, stream_time, processed_at).
+    /// Equal digests before and after `funnel replay` mean the replay reproduced the live run.
+    Digest {
+        #[arg(value_parser = ["seller-metrics", "leads", "c360"])]
+        processor: String,
+        /// Prefix of the CDC topics it reads.
+        #[arg(long = "cdc-topic-prefix", default_value = "olist")]
+        cdc_topic_prefix: String,
         #[command(flatten)]
         ns: funnel::topology::names::NamespaceArg,
     },
@@ -644,14 +659,20 @@ async fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             if processor == "c360" {
-                let topics = funnel::c360::C360Topics::new(names);
+                let topics = funnel::c360::C360Topics::new(names.clone());
                 funnel::c360::replay::replay(&ep.brokers, &ep.registry_url, &ep.redis_url, &lake, topics, loop_delivery, &c360).await?;
                 println!("c360: topics, lake tables and the Redis view rebuilt; start `funnel run c360 lake cache` again");
-                return Ok(());
+            } else {
+                let topics = funnel::leads::names::LeadTopics::new(names.clone());
+                funnel::leads::replay::replay(&processor, &ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &leads).await?;
+                println!("{processor}: rebuilt from its input topics; start it again with `funnel run {processor}`");
             }
-            let topics = funnel::leads::names::LeadTopics::new(names);
-            funnel::leads::replay::replay(&processor, &ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &leads).await?;
-            println!("{processor}: rebuilt from its input topics; start it again with `funnel run {processor}`");
+            funnel::topology::digest::print(&ep.brokers, &ep.registry_url, &processor, &names).await?;
+            Ok(())
+        }
+        Command::Digest { processor, cdc_topic_prefix, ns } => {
+            let names = funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace);
+            funnel::topology::digest::print(&ep.brokers, &ep.registry_url, &processor, &names).await?;
             Ok(())
         }
         Command::Cdc { action: CdcAction::Status { name } } => {

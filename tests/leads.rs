@@ -35,7 +35,7 @@ fn assert_same(r: &Json) {
 }
 
 /// Gold, the lead topic and the seller metrics topic equal the SQL; the consistency sums hold;
-/// no lead got a processed event without a change.
+/// the processed events are exactly the lead rows' changes.
 fn assert_leads_equal_sql(case: &Case) -> Vec<Json> {
     let results = case.check_with("leads", &["gold", "topic", "sellers"], &["--namespace", &case.prefix]);
     for r in &results {
@@ -46,6 +46,9 @@ fn assert_leads_equal_sql(case: &Case) -> Vec<Json> {
     assert!((f("lead_revenue_sum") - f("seller_revenue_sum")).abs() < 0.001, "Σ lead revenue ≠ Σ seller revenue: {gold}");
     assert_eq!(n(gold, "lead_orders_sum"), n(gold, "seller_orders_sum"), "{gold}");
     assert_eq!(n(&results[1], "leads_with_extra_events"), 0, "a processed event for an unchanged lead: {}", results[1]);
+    assert_eq!(n(&results[1], "leads_with_wrong_events"), 0, "processed events are exactly the lead row's changes: {}", results[1]);
+    assert_eq!(n(&results[1], "processed_events"), n(&results[1], "lead_changes"), "{}", results[1]);
+    assert!(n(&results[1], "processed_events") >= 8000, "every lead's creation has its event: {}", results[1]);
     results
 }
 

@@ -77,7 +77,7 @@ pub async fn run(brokers: &str, registry_url: &str, redis_url: &str, cfg: &C360B
     let names = TopicNames::new("olist", &ns);
     let domain = DomainTopics::new(names.clone());
     let topics = C360Topics::new(names.clone());
-    let seed = SeedEventsConfig { customers: cfg.customers, orders: cfg.orders, rate: 0.0, seed: 42, orders_before_profile: 0.0 };
+    let seed = SeedEventsConfig { customers: cfg.customers, orders: cfg.orders, rate: 0.0, seed: 42, orders_before_profile: 0.0, stamp_event_time: false };
     let produced = crate::domain::seed::run(brokers, registry_url, &domain, &seed).await?;
     let records = produced.profiles + produced.orders;
     println!("data: {} profiles and {} orders in namespace {ns}", produced.profiles, produced.orders);

@@ -116,6 +116,8 @@ pub struct C360Engine {
     reemit: bool,
     keep_nulls: bool,
     pending: Pending,
+    /// Outputs of the batch's records so far (produced at its end).
+    held: Vec<OutRecord>,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -178,6 +180,7 @@ impl C360Engine {
             startup: vec![],
             timers: Timers::default(),
             pending: Pending::default(),
+            held: vec![],
         };
         engine.validate().await?;
         engine.restore().await?;
@@ -606,16 +609,22 @@ impl Transform for C360Engine {
             Err(reason) => return Ok(Err(reason)),
         };
         let a = Arrived { input, topic: rec.topic.to_string(), partition: rec.partition, offset: rec.offset, timestamp: rec.timestamp_ms.unwrap_or(0), event };
-        let mut out = std::mem::take(&mut self.startup);
+        // The state changes are held and produced with the batch's enriched records at its
+        // end, not as each record applies: a broker that leaks part of an aborted transaction
+        // (tansu, on a kill) must not find a changelog record saying an event was applied
+        // whose enriched record it never got.
+        let mut out = std::mem::take(&mut self.held);
         match a.event {
             Event::Profile(ref id, ref profile) => self.apply_profile(id, profile.clone(), &a, &mut out).await?,
             Event::Order(ref id, ref order) => self.apply_order(id, order.clone(), &a, &mut out),
         }
-        Ok(Ok(out))
+        self.held = out;
+        Ok(Ok(vec![]))
     }
 
     async fn end_batch(&mut self) -> Result<Vec<OutRecord>> {
         let mut out = std::mem::take(&mut self.startup);
+        out.append(&mut self.held);
         out.extend(self.flush().await?);
         self.fire_timers(&mut out).await?;
         Ok(out)

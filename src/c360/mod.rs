@@ -31,6 +31,8 @@ use crate::topology::names::TopicNames;
 pub const PROCESSOR: &str = "c360";
 pub const LAKE_PROCESSOR: &str = "lake";
 pub const CACHE_PROCESSOR: &str = "cache";
+/// The engine sees its records in event-time order (topology/processors.toml `ordering`).
+pub const ORDERING: &str = crate::runtime::align::RECORD_TIMESTAMP;
 
 pub mod schemas {
     pub const ENRICHED_VALUE: &str = include_str!("../../schemas/dom/dom.customer.order.enriched.v1-value.avsc");

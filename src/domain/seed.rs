@@ -46,6 +46,11 @@ pub struct SeedEventsConfig {
     /// Share of orders produced before their customer's profile (exercises left joins).
     #[arg(long, default_value_t = 0.0)]
     pub orders_before_profile: f64,
+    /// Stamp each record with the time of its event (a profile: signup; an order: purchase)
+    /// instead of the time it is produced: with --orders-before-profile, orders arrive first
+    /// although every profile precedes them in event time (what alignment puts right).
+    #[arg(long)]
+    pub stamp_event_time: bool,
 }
 
 pub struct SeedReport {
@@ -129,20 +134,23 @@ pub async fn run(brokers: &str, registry_url: &str, topics: &DomainTopics, cfg: 
     let producer = BatchProducer::new(brokers, &topics.names.owned("funnel-seed-events"), Delivery::ExactlyOnce).await?;
     let mut rng = Rng::new(cfg.seed);
     // Events in production order: every profile, with some orders moved ahead of theirs.
-    let mut events: Vec<OutRecord> = Vec::with_capacity((cfg.customers + cfg.orders) as usize);
+    // (record, event time in ms)
+    let mut events: Vec<(OutRecord, i64)> = Vec::with_capacity((cfg.customers + cfg.orders) as usize);
     let mut early = vec![];
     let mut late = vec![];
     for i in 0..cfg.customers {
         let p = profile(&mut rng, i);
-        late.push(OutRecord { topic: topics.profile.clone(), key: pk.encode(key("customer_id", &p.customer_id))?, value: Some(pv.encode(p.to_value())?) });
+        let at = p.signup_at.unwrap_or(EPOCH_2017) / 1000;
+        late.push((OutRecord { topic: topics.profile.clone(), key: pk.encode(key("customer_id", &p.customer_id))?, value: Some(pv.encode(p.to_value())?) }, at));
     }
     for j in 0..cfg.orders {
         let o = order(&mut rng, j, cfg.customers);
+        let at = o.times[0].unwrap_or(EPOCH_2017) / 1000;
         let rec = OutRecord { topic: topics.order_created.clone(), key: ok.encode(key("order_id", &o.order_id))?, value: Some(ov.encode(o.to_value())?) };
         if rng.chance(cfg.orders_before_profile) {
-            early.push(rec);
+            early.push((rec, at));
         } else {
-            late.push(rec);
+            late.push((rec, at));
         }
     }
     events.extend(early);
@@ -160,7 +168,9 @@ pub async fn run(brokers: &str, registry_url: &str, topics: &DomainTopics, cfg: 
                 tokio::time::sleep(wait).await;
             }
         }
-        producer.send(batch).await?;
+        let records: Vec<OutRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let stamps: Vec<i64> = batch.iter().map(|(_, at)| *at).collect();
+        producer.send_stamped(&records, cfg.stamp_event_time.then_some(stamps.as_slice())).await?;
         sent += batch.len();
         bar.set_position(sent as u64);
     }

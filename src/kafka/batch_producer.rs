@@ -27,6 +27,7 @@ impl Delivery {
     }
 }
 
+#[derive(Clone)]
 pub struct OutRecord {
     pub topic: String,
     pub key: Vec<u8>,
@@ -64,10 +65,15 @@ impl BatchProducer {
 
     /// Send every record; returns once all are acknowledged (and committed, exactly-once).
     pub async fn send(&self, records: &[OutRecord]) -> Result<()> {
+        self.send_stamped(records, None).await
+    }
+
+    /// `send` with each record's timestamp (ms since the epoch) given instead of now.
+    pub async fn send_stamped(&self, records: &[OutRecord], stamps: Option<&[i64]>) -> Result<()> {
         if self.delivery == Delivery::ExactlyOnce {
             self.producer.begin_transaction().context("begin_transaction")?;
         }
-        match self.send_all(records).await {
+        match self.send_all(records, stamps).await {
             Ok(()) => {
                 if self.delivery == Delivery::ExactlyOnce {
                     let p = self.producer.clone();
@@ -91,11 +97,14 @@ impl BatchProducer {
         }
     }
 
-    async fn send_all(&self, records: &[OutRecord]) -> Result<()> {
+    async fn send_all(&self, records: &[OutRecord], stamps: Option<&[i64]>) -> Result<()> {
         let mut pending = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             loop {
                 let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic);
+                if let Some(ts) = stamps.and_then(|s| s.get(i)) {
+                    rec = rec.timestamp(*ts);
+                }
                 // An empty key is never a framed Avro key: it stands for "no key" (null).
                 if !r.key.is_empty() {
                     rec = rec.key(&r.key);

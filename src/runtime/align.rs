@@ -28,6 +28,9 @@ use rdkafka::Message;
 
 pub type Partition = (String, i32);
 
+/// `ordering` in topology/processors.toml of a processor whose loop aligns its inputs.
+pub const RECORD_TIMESTAMP: &str = "record-timestamp";
+
 #[derive(Clone, Debug)]
 pub struct Alignment {
     /// Longest wait for a partition that has nothing buffered and is not at its end.

@@ -11,3 +11,4 @@ pub mod processor;
 pub mod shutdown;
 pub mod supervise;
 pub mod task;
+pub mod throttle;

@@ -131,8 +131,12 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
     // Partitions stopped at a record that is not due yet: (topic, partition) → (offset, due ms).
     let mut waiting: HashMap<(String, i32), (i64, i64)> = HashMap::new();
     let mut inbox = cfg.align.clone().map(|a| Inbox::new(a, &cfg.inputs));
+    let mut throttle = super::throttle::Throttle::from_env()?;
     while !shutdown::requested() {
         resume_due(&consumer, &mut waiting);
+        if let Some(t) = &mut throttle {
+            set_paused(&consumer, &t.resume_due(), false);
+        }
         // Collect a batch (no transaction is open while polling).
         let mut batch = vec![];
         let mut polled = 0;
@@ -147,7 +151,11 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                 }
                 Ok(Ok(m)) => {
                     // A waiting partition's records are read again from its stop once resumed.
-                    if !waiting.contains_key(&(m.topic().to_string(), m.partition())) {
+                    let tp = (m.topic().to_string(), m.partition());
+                    if throttle.as_mut().is_some_and(|t| t.note(&tp)) {
+                        set_paused(&consumer, &[tp.clone()], true);
+                    }
+                    if !waiting.contains_key(&tp) {
                         polled += 1;
                         match &mut inbox {
                             Some(inbox) => inbox.push(m.detach()),
@@ -302,20 +310,25 @@ fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waitin
         }
     }
     let (pause, resume) = inbox.flow_control();
-    for (list, pausing) in [(pause, true), (resume, false)] {
-        if list.is_empty() {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (t, part) in &list {
-            tpl.add_partition(t, *part);
-        }
-        let r = if pausing { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
-        if let Err(e) = r {
-            tracing::debug!(processor = p, error = %e, pausing, "alignment: flow control");
-        }
-    }
+    set_paused(consumer, &pause, true);
+    set_paused(consumer, &resume, false);
     Ok(out)
+}
+
+/// Pause or resume partitions (flow control, throttling); a partition no longer assigned is
+/// not an error worth more than a debug line.
+fn set_paused(consumer: &StreamConsumer, parts: &[Partition], pause: bool) {
+    if parts.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, part) in parts {
+        tpl.add_partition(t, *part);
+    }
+    let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, pause, "pausing/resuming partitions");
+    }
 }
 
 /// For each partition holding the release back: its next offset (consumer position, the

@@ -3,6 +3,7 @@
 //! processor (inputs, outputs, delivery guarantee per hop). `funnel topology` prints it and
 //! a Mermaid diagram; `funnel topics create` creates the topics and registers the schemas.
 
+pub mod digest;
 pub mod names;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ impl Topic {
 fn default_partitions() -> i32 {
     3
 }
+fn default_ordering() -> String {
+    "arrival".into()
+}
 fn default_cleanup() -> String {
     "delete".into()
 }
@@ -54,6 +58,11 @@ pub struct Processor {
     #[serde(default)]
     pub outputs: Vec<String>,
     pub delivery: String,
+    /// The order its transform sees records in: `record-timestamp` (event-time alignment
+    /// across all input partitions, `runtime::align`) or `arrival` (as fetched; offset order
+    /// within a partition either way).
+    #[serde(default = "default_ordering")]
+    pub ordering: String,
     #[serde(default)]
     pub how: String,
     #[serde(default)]
@@ -94,9 +103,9 @@ impl Topology {
 
     pub fn print(&self) {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["processor", "kind", "inputs", "outputs", "delivery"]);
+        t.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["processor", "kind", "inputs", "outputs", "delivery", "ordering"]);
         for p in &self.processors {
-            t.add_row(vec![p.name.clone(), p.kind.clone(), p.inputs.join("\n"), p.outputs.join("\n"), p.delivery.clone()]);
+            t.add_row(vec![p.name.clone(), p.kind.clone(), p.inputs.join("\n"), p.outputs.join("\n"), p.delivery.clone(), p.ordering.clone()]);
         }
         println!("{t}");
         let mut t = Table::new();
@@ -156,5 +165,24 @@ fn node(name: &str, id: &dyn Fn(&str) -> String) -> String {
     match name.split_once(':') {
         Some((kind, rest)) => format!("x_{}[(\"{kind}: {rest}\")]", id(name)),
         None => format!("t_{}([\"{name}\"])", id(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What processors.toml says of the order each processor sees its records in is what
+    /// its code configures.
+    #[test]
+    fn processors_declare_the_ordering_their_code_uses() {
+        let t = Topology::load(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let declared = |name: &str| t.processors.iter().find(|p| p.name == name).map(|p| p.ordering.clone()).unwrap_or_else(|| panic!("{name} in processors.toml"));
+        for p in &t.processors {
+            assert!(["record-timestamp", "arrival"].contains(&p.ordering.as_str()), "{}: ordering {:?}", p.name, p.ordering);
+        }
+        for (name, ordering) in [(crate::c360::PROCESSOR, crate::c360::ORDERING)] {
+            assert_eq!(declared(name), ordering, "{name}");
+        }
     }
 }

@@ -122,10 +122,16 @@ impl Case {
 
     /// Run a funnel command to completion (10 minutes at most: a hang fails the test, not CI).
     pub fn run_ok(&self, args: &[&str]) -> String {
+        self.run_ok_env(args, &[])
+    }
+
+    /// `run_ok` with extra environment variables.
+    pub fn run_ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let dir = self.lake.path();
         let (out_path, err_path) = (dir.join("run_ok.out"), dir.join("run_ok.err"));
         let mut child = self
             .funnel()
+            .envs(env.iter().copied())
             .args(args)
             .stdout(std::fs::File::create(&out_path).unwrap())
             .stderr(std::fs::File::create(&err_path).unwrap())
