@@ -46,6 +46,11 @@ pub struct LeadsConfig {
     /// Longest wait to fill a batch (end-to-end latency floor).
     #[arg(long = "leads-batch-ms", default_value_t = 200)]
     pub leads_batch_ms: u64,
+    /// Longest wait for an input partition of seller-metrics or leads that has nothing
+    /// buffered but is not consumed to its end (event-time alignment of their inputs; 0 = no
+    /// alignment, records in the order they are fetched).
+    #[arg(long = "leads-align-idle-ms", default_value_t = 2000)]
+    pub leads_align_idle_ms: u64,
     /// Gold table commit interval.
     #[arg(long = "gold-flush-ms", default_value_t = 500)]
     pub gold_flush_ms: u64,
@@ -56,8 +61,12 @@ fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<
     c.batch_max = cfg.leads_batch_max;
     c.batch_ms = cfg.leads_batch_ms;
     c.stop_when_idle = stop_when_idle;
+    c.align = (cfg.leads_align_idle_ms > 0).then(|| crate::runtime::align::Alignment { max_idle: std::time::Duration::from_millis(cfg.leads_align_idle_ms), max_buffered: 4 * cfg.leads_batch_max.max(1000) });
     c
 }
+
+/// seller-metrics and leads see their records in event-time order (topology/processors.toml).
+pub const ORDERING: &str = crate::runtime::align::RECORD_TIMESTAMP;
 
 /// `funnel run seller-metrics`.
 pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {

@@ -10,8 +10,9 @@
 //! A partition with nothing buffered holds the release back unless it is known to be at its
 //! end: consumed up to the high watermark of a query made after the records now buffered
 //! arrived (what is committed later was produced later, so it carries a later timestamp).
-//! A partition that stays behind longer than `max_idle` is given up on for the moment — the
-//! records go out of order rather than wait forever; counted in
+//! A partition that stays behind for longer than `max_idle` of polling — time the loop spent
+//! waiting for it, not time spent processing what was released — is given up on for the
+//! moment: the records go out of order rather than wait forever; counted in
 //! `funnel_alignment_gave_up_total` and remembered at that watermark, so that unreadable
 //! offsets (transaction markers, aborted records) do not make every later batch wait.
 //!
@@ -21,7 +22,7 @@
 //! gave it back, a rewind) drops what it had buffered from there.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -61,8 +62,10 @@ pub struct Inbox {
     buffered: usize,
     /// The offset after the last record received, per partition.
     received: HashMap<Partition, i64>,
-    /// Since when a partition has been holding the release back.
-    waiting_since: HashMap<Partition, Instant>,
+    /// How long the loop has polled while a partition held the release back.
+    waited: HashMap<Partition, Duration>,
+    /// Whether the last release stopped at a partition behind.
+    blocked: bool,
     /// Partitions known to be at their end (until they receive a record).
     at_end: HashSet<Partition>,
     /// The high watermark at which each partition was last given up on.
@@ -78,7 +81,8 @@ impl Inbox {
             queues: BTreeMap::new(),
             buffered: 0,
             received: HashMap::new(),
-            waiting_since: HashMap::new(),
+            waited: HashMap::new(),
+            blocked: false,
             at_end: HashSet::new(),
             gave_up_at: HashMap::new(),
             paused: HashSet::new(),
@@ -101,7 +105,7 @@ impl Inbox {
             self.buffered -= 1;
         }
         self.received.insert(tp.clone(), m.offset() + 1);
-        self.waiting_since.remove(&tp);
+        self.waited.remove(&tp);
         self.at_end.remove(&tp);
         q.push_back(m);
         self.buffered += 1;
@@ -130,7 +134,7 @@ impl Inbox {
         for map in [&mut self.received] {
             map.retain(|tp, _| assigned.contains(tp));
         }
-        self.waiting_since.retain(|tp, _| assigned.contains(tp));
+        self.waited.retain(|tp, _| assigned.contains(tp));
         self.gave_up_at.retain(|tp, _| assigned.contains(tp));
         self.at_end.retain(|tp| assigned.contains(tp));
         self.paused.retain(|tp| assigned.contains(tp));
@@ -141,23 +145,32 @@ impl Inbox {
         self.received.get(tp).copied()
     }
 
+    /// Whether the last release stopped at a partition behind (the loop then polls without
+    /// a record limit: what it waits for may sit behind other partitions' records in the
+    /// consumer's queue).
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
     /// Record what a watermark query found: `next` is the consumer's next offset of `tp`
-    /// (None when unknown), `low`/`high` its watermarks. Returns whether the partition was
-    /// given up on just now (behind for longer than `max_idle`).
-    pub fn observe(&mut self, tp: &Partition, next: Option<i64>, low: i64, high: i64, now: Instant) -> bool {
+    /// (None when unknown), `low`/`high` its watermarks, `polled` how long the loop polled
+    /// since the last query. Returns whether the partition was given up on just now (behind
+    /// for longer than `max_idle` of polling).
+    pub fn observe(&mut self, tp: &Partition, next: Option<i64>, low: i64, high: i64, polled: Duration) -> bool {
         if self.queues.get(tp).is_some_and(|q| !q.is_empty()) {
             return false;
         }
         if low >= high || next.is_some_and(|n| n >= high) || self.gave_up_at.get(tp) == Some(&high) {
             self.at_end.insert(tp.clone());
-            self.waiting_since.remove(tp);
+            self.waited.remove(tp);
             return false;
         }
-        let since = *self.waiting_since.entry(tp.clone()).or_insert(now);
-        if now.duration_since(since) >= self.cfg.max_idle {
+        let waited = self.waited.entry(tp.clone()).or_default();
+        *waited += polled;
+        if *waited >= self.cfg.max_idle {
             self.gave_up_at.insert(tp.clone(), high);
             self.at_end.insert(tp.clone());
-            self.waiting_since.remove(tp);
+            self.waited.remove(tp);
             return true;
         }
         false
@@ -171,8 +184,10 @@ impl Inbox {
         loop {
             let behind: Vec<Partition> = assigned.iter().filter(|tp| self.queues.get(*tp).is_none_or(VecDeque::is_empty) && !self.at_end.contains(*tp)).cloned().collect();
             if !behind.is_empty() {
+                self.blocked = true;
                 return (out, Stop::Waiting(behind));
             }
+            self.blocked = false;
             if out.len() >= max {
                 return (out, Stop::Done);
             }
@@ -181,7 +196,10 @@ impl Inbox {
                 .iter()
                 .filter_map(|(tp, q)| q.front().map(|m| ((m.timestamp().to_millis().unwrap_or(0), self.rank.get(&tp.0).copied().unwrap_or(usize::MAX), tp.1), tp.clone())))
                 .min();
-            let Some((_, tp)) = next else { return (out, Stop::Done) };
+            let Some((_, tp)) = next else {
+                self.blocked = false;
+                return (out, Stop::Done);
+            };
             let Some(m) = self.queues.get_mut(&tp).and_then(VecDeque::pop_front) else { return (out, Stop::Done) };
             self.buffered -= 1;
             out.push(m);
@@ -230,12 +248,11 @@ mod tests {
         for m in [msg("b", 0, 0, 5), msg("b", 0, 1, 10), msg("a", 0, 0, 10), msg("a", 0, 1, 20), msg("b", 0, 2, 30)] {
             ib.push(m);
         }
-        let now = Instant::now();
         let (out, stop) = ib.release(100, &parts());
         // a/0 drains at ts 20; b/0 still holds ts 30, but a/0 is not known to be at its end.
         assert_eq!(ids(&out), vec![("b".into(), 0, 0), ("a".into(), 0, 0), ("b".into(), 0, 1), ("a".into(), 0, 1)]);
         assert_eq!(stop, Stop::Waiting(vec![("a".into(), 0)]));
-        assert!(!ib.observe(&("a".into(), 0), Some(2), 0, 2, now));
+        assert!(!ib.observe(&("a".into(), 0), Some(2), 0, 2, Duration::ZERO));
         let (out, stop) = ib.release(100, &parts());
         assert_eq!(ids(&out), vec![("b".into(), 0, 2)]);
         assert_eq!(stop, Stop::Waiting(vec![("b".into(), 0)]), "b drained too; a stays at its end");
@@ -247,16 +264,17 @@ mod tests {
         let cfg = Alignment { max_idle: Duration::from_millis(100), max_buffered: 10 };
         let mut ib = Inbox::new(cfg, &["a".into(), "b".into()]);
         ib.push(msg("a", 0, 0, 50));
-        let t0 = Instant::now();
+        let ms = Duration::from_millis;
         // b/0 has records (high 3) it has not fetched yet.
-        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, t0));
+        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, ms(40)));
         assert_eq!(ib.release(10, &parts()).0.len(), 0, "b/0 may hold an earlier record");
-        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, t0 + Duration::from_millis(50)));
-        assert!(ib.observe(&("b".into(), 0), None, 0, 3, t0 + Duration::from_millis(120)), "given up after max_idle");
+        assert!(ib.blocked());
+        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, ms(40)));
+        assert!(ib.observe(&("b".into(), 0), None, 0, 3, ms(40)), "given up after max_idle of polling");
         assert_eq!(ib.release(10, &parts()).0.len(), 1);
         // a/0 drained; the same watermark of b/0 again does not wait a second time.
         ib.push(msg("a", 0, 1, 60));
-        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, t0 + Duration::from_millis(130)));
+        assert!(!ib.observe(&("b".into(), 0), None, 0, 3, ms(40)));
         assert_eq!(ib.release(10, &parts()).0.len(), 1);
     }
 
@@ -284,7 +302,7 @@ mod tests {
         }
         let (pause, resume) = ib.flow_control();
         assert_eq!((pause, resume.len()), (vec![("a".to_string(), 0)], 0));
-        ib.observe(&("b".into(), 0), Some(0), 0, 0, Instant::now());
+        ib.observe(&("b".into(), 0), Some(0), 0, 0, Duration::ZERO);
         assert_eq!(ib.release(2, &parts()).0.len(), 2);
         assert_eq!(ib.flow_control(), (vec![], vec![("a".to_string(), 0)]));
     }

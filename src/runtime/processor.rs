@@ -130,7 +130,16 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
 
     // Partitions stopped at a record that is not due yet: (topic, partition) → (offset, due ms).
     let mut waiting: HashMap<(String, i32), (i64, i64)> = HashMap::new();
-    let mut inbox = cfg.align.clone().map(|a| Inbox::new(a, &cfg.inputs));
+    // A bounded run (a replay) has every record it will read already in its inputs: a
+    // partition behind is only being fetched, so waiting longer for it costs nothing and
+    // keeps the rebuild in event-time order.
+    let bounded_idle = |mut a: Alignment| {
+        if cfg.stop_when_idle {
+            a.max_idle = a.max_idle.max(Duration::from_secs(30));
+        }
+        a
+    };
+    let mut inbox = cfg.align.clone().map(|a| Inbox::new(bounded_idle(a), &cfg.inputs));
     let mut throttle = super::throttle::Throttle::from_env()?;
     while !shutdown::requested() {
         resume_due(&consumer, &mut waiting);
@@ -141,7 +150,10 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         let mut batch = vec![];
         let mut polled = 0;
         let started = Instant::now();
-        while polled < cfg.batch_max && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
+        // Waiting for a partition behind: take everything the window brings (what is waited
+        // for may sit behind other partitions' records in the consumer's queue).
+        let cap = if inbox.as_ref().is_some_and(Inbox::blocked) { usize::MAX } else { cfg.batch_max };
+        while polled < cap && started.elapsed() < Duration::from_millis(cfg.batch_ms) {
             let left = Duration::from_millis(cfg.batch_ms).saturating_sub(started.elapsed());
             match tokio::time::timeout(left.max(Duration::from_millis(1)), consumer.recv()).await {
                 Err(_) => break,
@@ -166,7 +178,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
             }
         }
         if let Some(inbox) = &mut inbox {
-            batch = release_aligned(p, &consumer, inbox, &waiting, cfg.batch_max)?;
+            batch = release_aligned(p, &consumer, inbox, &waiting, cfg.batch_max, started.elapsed())?;
         }
         if batch.is_empty() {
             if inbox.as_ref().is_none_or(Inbox::is_empty) {
@@ -286,7 +298,7 @@ fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
 /// asks the broker about the partitions holding it back, releases again, and pauses or
 /// resumes partitions to keep the buffer bounded. A failed watermark query releases nothing
 /// more this round (the broker may be down): the next round asks again.
-fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waiting: &HashMap<Partition, (i64, i64)>, max: usize) -> Result<Vec<rdkafka::message::OwnedMessage>> {
+fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waiting: &HashMap<Partition, (i64, i64)>, max: usize, polled: Duration) -> Result<Vec<rdkafka::message::OwnedMessage>> {
     let assignment = consumer.assignment().context("assignment")?;
     let assigned: std::collections::HashSet<Partition> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
     inbox.retain(&assigned);
@@ -296,11 +308,10 @@ fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waitin
     if let align::Stop::Waiting(behind) = stop {
         match tokio::task::block_in_place(|| behind_positions(consumer, inbox, &behind)) {
             Ok(marks) => {
-                let now = Instant::now();
                 for (tp, next, lo, hi) in marks {
-                    if inbox.observe(&tp, next, lo, hi, now) {
+                    if inbox.observe(&tp, next, lo, hi, polled) {
                         metrics().alignment_gave_up.with_label_values(&[p, &tp.0]).inc();
-                        tracing::debug!(processor = p, topic = tp.0, partition = tp.1, next = ?next, high = hi, "alignment: a partition stayed behind longer than the idle time; going on without it");
+                        tracing::info!(processor = p, topic = tp.0, partition = tp.1, next = ?next, high = hi, "alignment: a partition stayed behind longer than the idle time; going on without it");
                     }
                 }
                 let (more, _) = inbox.release(max.saturating_sub(out.len()), &parts);
