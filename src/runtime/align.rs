@@ -211,17 +211,24 @@ impl Inbox {
     }
 
     /// Partitions to pause (over the bound: every one holding records) and to resume (back
-    /// under half of it).
+    /// under half of it; and at once any paused partition that drained — paused and empty, it
+    /// would hold the release back for good while the others keep the buffer full).
     pub fn flow_control(&mut self) -> (Vec<Partition>, Vec<Partition>) {
-        if self.buffered >= self.cfg.max_buffered {
-            let pause: Vec<Partition> = self.queues.iter().filter(|(tp, q)| !q.is_empty() && !self.paused.contains(*tp)).map(|(tp, _)| tp.clone()).collect();
-            self.paused.extend(pause.iter().cloned());
-            (pause, vec![])
-        } else if self.buffered <= self.cfg.max_buffered / 2 && !self.paused.is_empty() {
-            (vec![], self.paused.drain().collect())
+        let resume: Vec<Partition> = if self.buffered <= self.cfg.max_buffered / 2 {
+            self.paused.drain().collect()
         } else {
-            (vec![], vec![])
+            let drained: Vec<Partition> = self.paused.iter().filter(|tp| self.queues.get(*tp).is_none_or(VecDeque::is_empty)).cloned().collect();
+            for tp in &drained {
+                self.paused.remove(tp);
+            }
+            drained
+        };
+        let mut pause = vec![];
+        if self.buffered >= self.cfg.max_buffered {
+            pause = self.queues.iter().filter(|(tp, q)| !q.is_empty() && !self.paused.contains(*tp)).map(|(tp, _)| tp.clone()).collect();
+            self.paused.extend(pause.iter().cloned());
         }
+        (pause, resume)
     }
 }
 
@@ -305,5 +312,20 @@ mod tests {
         ib.observe(&("b".into(), 0), Some(0), 0, 0, Duration::ZERO);
         assert_eq!(ib.release(2, &parts()).0.len(), 2);
         assert_eq!(ib.flow_control(), (vec![], vec![("a".to_string(), 0)]));
+    }
+
+    #[test]
+    fn a_paused_partition_that_drains_resumes_while_the_buffer_is_still_full() {
+        let mut ib = Inbox::new(Alignment { max_idle: Duration::from_secs(1), max_buffered: 4 }, &["a".into(), "b".into()]);
+        ib.push(msg("a", 0, 0, 1));
+        for o in 0..4 {
+            ib.push(msg("b", 0, o, 10 + o));
+        }
+        let (mut pause, _) = ib.flow_control();
+        pause.sort();
+        assert_eq!(pause, vec![("a".to_string(), 0), ("b".to_string(), 0)]);
+        // a/0's only record goes; b/0 still holds 4 (over half the bound).
+        assert_eq!(ib.release(10, &parts()).0.len(), 1);
+        assert_eq!(ib.flow_control(), (vec![], vec![("a".to_string(), 0)]), "a/0 drained: it must fetch again");
     }
 }
