@@ -21,19 +21,29 @@ async fn page_filters_by_segment_and_refreshes_live() {
     let port = 15000 + (std::process::id() % 1000) as u16;
     case.spawn(&["serve".into(), "--port".into(), port.to_string(), "--redis-prefix".into(), ns.clone(), "--namespace".into(), ns.clone()], "serve");
 
-    // Wait until the view holds every seeded customer.
+    // Wait until the view holds every seeded customer with every seeded order (profiles come
+    // first in event time, so the view can hold all 200 before their orders are applied).
     let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let by_revenue = format!("{ns}:by_revenue");
-    let mut count = 0usize;
+    let (mut count, mut orders) = (0usize, 0i64);
     for _ in 0..300 {
         count = redis::cmd("ZCARD").arg(&by_revenue).query_async(&mut con).await.unwrap();
         if count == 200 {
-            break;
+            let ids: Vec<String> = redis::cmd("ZRANGE").arg(&by_revenue).arg(0).arg(-1).query_async(&mut con).await.unwrap();
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET").arg(format!("{ns}:customer:{id}")).arg("order_count");
+            }
+            let counts: Vec<Option<i64>> = pipe.query_async(&mut con).await.unwrap();
+            orders = counts.into_iter().flatten().sum();
+            if orders == 700 {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(count, 200, "cache holds every customer\n{}", case.log("c360"));
+    assert_eq!((count, orders), (200, 700), "cache holds every customer and order\n{}", case.log("c360"));
 
     // The smallest non-empty segment, so the page shows all of it (not new-lead: the customer
     // the page adds live lands there).
