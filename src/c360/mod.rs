@@ -118,7 +118,7 @@ pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery
     lc.batch_max = cfg.batch_max;
     lc.batch_ms = cfg.batch_ms;
     lc.stop_when_idle = stop_when_idle;
-    lc.align = (cfg.align_idle_ms > 0).then(|| Alignment { max_idle: std::time::Duration::from_millis(cfg.align_idle_ms), max_buffered: 4 * cfg.batch_max.max(1000) });
+    lc.align = Alignment::for_batches(cfg.align_idle_ms, cfg.batch_max);
     processor::run(lc, engine).await.context("c360")
 }
 

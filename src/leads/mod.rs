@@ -61,7 +61,7 @@ fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<
     c.batch_max = cfg.leads_batch_max;
     c.batch_ms = cfg.leads_batch_ms;
     c.stop_when_idle = stop_when_idle;
-    c.align = (cfg.leads_align_idle_ms > 0).then(|| crate::runtime::align::Alignment { max_idle: std::time::Duration::from_millis(cfg.leads_align_idle_ms), max_buffered: 4 * cfg.leads_batch_max.max(1000) });
+    c.align = crate::runtime::align::Alignment::for_batches(cfg.leads_align_idle_ms, cfg.leads_batch_max);
     c
 }
 

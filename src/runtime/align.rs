@@ -40,6 +40,15 @@ pub struct Alignment {
     pub max_buffered: usize,
 }
 
+impl Alignment {
+    /// The alignment of a loop with batches of `batch_max` records, waiting at most
+    /// `idle_ms` for a partition behind; None when `idle_ms` is 0 (records in fetch order).
+    /// The buffer holds four batches (at least 4000 records).
+    pub fn for_batches(idle_ms: u64, batch_max: usize) -> Option<Alignment> {
+        (idle_ms > 0).then(|| Alignment { max_idle: Duration::from_millis(idle_ms), max_buffered: 4 * batch_max.max(1000) })
+    }
+}
+
 impl Default for Alignment {
     fn default() -> Self {
         Alignment { max_idle: Duration::from_millis(2000), max_buffered: 20_000 }

@@ -49,17 +49,20 @@ pub struct TopicDigest {
     pub digest: String,
 }
 
-/// The outputs of `processor` that a replay must reproduce.
+/// The outputs of `processor` that a replay must reproduce (named by the processors' own
+/// topic sets, so a renamed topic cannot leave the digest reading the old one).
 pub fn outputs(processor: &str, names: &TopicNames) -> Result<Vec<Output>> {
-    let o = |base: &str, shape, ignore| Output { topic: names.owned(base), shape, ignore };
+    let o = |topic: &String, shape, ignore| Output { topic: topic.clone(), shape, ignore };
+    let c360 = crate::c360::C360Topics::new(names.clone());
+    let leads = crate::leads::names::LeadTopics::new(names.clone());
     Ok(match processor {
         "c360" => vec![
-            o("dom.customer.order.enriched.v1", Shape::Sequence, &[]),
-            o("dom.customer.consolidated.v1", Shape::Latest, &["epoch", "stream_time"]),
-            o("dom.customer.segment.v1", Shape::Latest, &["previous_lifecycle_stage", "previous_segment", "stream_time"]),
+            o(&c360.enriched, Shape::Sequence, &[]),
+            o(&c360.consolidated, Shape::Latest, &["epoch", "stream_time"]),
+            o(&c360.segment, Shape::Latest, &["previous_lifecycle_stage", "previous_segment", "stream_time"]),
         ],
-        "leads" => vec![o("marketing.lead.v1", Shape::Latest, &[]), o("marketing.lead.processed.v1", Shape::Latest, &["processed_at", "changed_fields"])],
-        "seller-metrics" => vec![o("ecommerce.seller.metrics.v1", Shape::Latest, &[])],
+        "leads" => vec![o(&leads.lead, Shape::Latest, &[]), o(&leads.lead_processed, Shape::Latest, &["processed_at", "changed_fields"])],
+        "seller-metrics" => vec![o(&leads.seller_metrics, Shape::Latest, &[])],
         other => anyhow::bail!("no digest for {other:?}: one of c360, leads, seller-metrics"),
     })
 }
