@@ -69,6 +69,9 @@ pub struct TableProgress {
 
 pub type Status = Arc<Mutex<HashMap<String, TableProgress>>>;
 
+/// Longest interval between commits in a bounded run (`until_caught_up`).
+const CATCH_UP_FLUSH_MS: u64 = 15_000;
+
 pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
     let p = cfg.processor.as_str();
     health::report(p, "starting", "");
@@ -105,6 +108,11 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
     lag::spawn_reporter(p, &cfg.brokers, &progress)?;
     health::report(p, "running", format!("{} tables", cfg.tables.len()));
 
+    // A bounded run (a replay or a catch-up) has no reader waiting on each commit, and every
+    // flush is one merge into the table grown so far: a replay of c360 flushing every 500 ms
+    // spent minutes merging. It commits at most every CATCH_UP_FLUSH_MS instead (the buffer
+    // holds one row per key, so its size is bounded by the table's, not by the records read).
+    let flush_every = Duration::from_millis(if cfg.until_caught_up { cfg.flush_ms.max(CATCH_UP_FLUSH_MS) } else { cfg.flush_ms });
     let mut oldest: Option<Instant> = None;
     let mut last_end_check = Instant::now();
     let mut last_position_report = Instant::now();
@@ -141,7 +149,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
             }
             _ => false,
         };
-        let due = oldest.is_some_and(|t| t.elapsed() >= Duration::from_millis(cfg.flush_ms)) || (at_end && oldest.is_some());
+        let due = oldest.is_some_and(|t| t.elapsed() >= flush_every) || (at_end && oldest.is_some());
         if due {
             total += flush(p, &mut writers, &status, &progress).await?;
             oldest = None;

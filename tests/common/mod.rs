@@ -276,17 +276,56 @@ impl Case {
     /// Run the checker until every result shows no missing, extra or different row; on
     /// timeout fail with the last results and the tail of processor log `log`.
     pub async fn wait_checks_equal(&self, what: &str, tables: &[&str], extra: &[&str], timeout: Duration, log: &str) -> Vec<Json> {
+        self.wait_checks_equal_when_quiet(what, tables, extra, timeout, log, &[]).await
+    }
+
+    /// `wait_checks_equal`, each check only once the ends of `quiet` topics stood still for
+    /// a few seconds. A check of the real data reads whole topics, tables and Redis and
+    /// takes a core for tens of seconds: run while the pipeline still produces, it only
+    /// slows the pipeline down and fails. Between checks the wait is at least as long as
+    /// the check took, so the checker never takes more than half a core.
+    pub async fn wait_checks_equal_when_quiet(&self, what: &str, tables: &[&str], extra: &[&str], timeout: Duration, log: &str, quiet: &[String]) -> Vec<Json> {
         let deadline = Instant::now() + timeout;
         let n = |r: &Json, k: &str| r.get(k).and_then(Json::as_i64).unwrap_or(-1);
         loop {
+            if !quiet.is_empty() {
+                self.wait_topics_quiet(quiet, Duration::from_secs(5), deadline).await;
+            }
+            let t0 = Instant::now();
             let r = self.check_with(what, tables, extra);
+            let took = t0.elapsed();
             if r.iter().all(|r| n(r, "missing") == 0 && n(r, "extra") == 0 && n(r, "different") == 0) {
                 return r;
             }
+            let counts: Vec<String> = r.iter().map(|r| format!("{}: missing {} extra {} different {}", r["check"], n(r, "missing"), n(r, "extra"), n(r, "different"))).collect();
+            eprintln!("{what} check took {:.1} s, not equal yet ({})", took.as_secs_f64(), counts.join("; "));
             let log = self.log(log);
             let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
             assert!(Instant::now() < deadline, "{what} {tables:?} never matched the reference: {r:?}\n{}", tail.join("\n"));
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(took.max(Duration::from_secs(2))).await;
+        }
+    }
+
+    /// Wait until the high watermarks of every partition of `topics` stayed the same for
+    /// `still`, or until `deadline` (the caller's check then reports what is missing).
+    pub async fn wait_topics_quiet(&self, topics: &[String], still: Duration, deadline: Instant) {
+        use rdkafka::consumer::BaseConsumer;
+        let consumer: BaseConsumer = funnel::kafka::client_config(&self.stack.brokers).create().expect("consumer for watermarks");
+        let mut parts = vec![];
+        for t in topics {
+            let n = funnel::kafka::admin::partition_count(&self.stack.brokers, t).unwrap_or(0);
+            parts.extend((0..n).map(|p| (t.clone(), p)));
+        }
+        let ends = |c: &BaseConsumer| funnel::kafka::watermarks(c, &parts).map(|w| w.into_iter().map(|(_, _, _, hi)| hi).collect::<Vec<_>>()).ok();
+        let mut last = ends(&consumer);
+        let mut since = Instant::now();
+        while since.elapsed() < still && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = ends(&consumer);
+            if now != last || now.is_none() {
+                last = now;
+                since = Instant::now();
+            }
         }
     }
 }
