@@ -10,6 +10,10 @@ pub const DEFAULT_PG_PORT: u16 = 15432;
 pub const DEFAULT_REDIS_PORT: u16 = 16379;
 pub const DEFAULT_HTTP_PORT: u16 = 9464;
 pub const DEFAULT_SMTP_PORT: u16 = 12525;
+/// The local S3-compatible server (moto) for lakes on object storage.
+pub const DEFAULT_S3_PORT: u16 = 19100;
+/// The bucket `funnel stack up` creates on it.
+pub const STACK_S3_BUCKET: &str = "funnel";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Endpoints {
@@ -29,17 +33,32 @@ pub struct Endpoints {
     /// 0.0.0.0 in a container.
     #[arg(long = "bind-address", env = "FUNNEL_BIND_ADDRESS", default_value = "127.0.0.1", global = true)]
     pub bind_address: String,
-    /// Root directory of the Delta lake (bronze/, silver/, gold/ below it).
-    #[arg(long = "lake-dir", env = "FUNNEL_LAKE_DIR", default_value = "./lake", global = true)]
-    pub lake_dir: PathBuf,
+    /// Root of the Delta lake (bronze/, silver/, gold/ below it): a directory, or
+    /// s3://bucket/prefix on S3 or an S3-compatible server (AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ALLOW_HTTP from the environment).
+    #[arg(long = "lake-dir", env = "FUNNEL_LAKE_DIR", default_value = "./lake", global = true, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub lake_dir: String,
+    /// Directory of the propensity model artefacts (files, on a local disk): default
+    /// <lake-dir>/models for a local lake; required when the lake is on object storage.
+    #[arg(long = "models-dir", env = "FUNNEL_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
 }
 
 impl Endpoints {
-    /// The lake directory as an absolute path (Delta table URLs must be absolute).
-    pub fn lake_root(&self) -> anyhow::Result<PathBuf> {
-        std::fs::create_dir_all(&self.lake_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create lake dir {}: {e}", self.lake_dir.display()))?;
-        Ok(std::fs::canonicalize(&self.lake_dir)?)
+    /// The lake (a local directory is created when missing).
+    pub fn lake(&self) -> anyhow::Result<crate::lake::location::Lake> {
+        crate::lake::location::Lake::parse(&self.lake_dir)
+    }
+
+    /// Where model artefacts are stored (created when missing).
+    pub fn models_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = match (&self.models_dir, self.lake()?.local_dir()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(lake)) => lake.join("models"),
+            (None, None) => anyhow::bail!("the lake {} is on object storage and model artefacts are local files: set --models-dir (FUNNEL_MODELS_DIR)", self.lake_dir),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create the models directory {}: {e}", dir.display()))?;
+        Ok(dir)
     }
 }
 

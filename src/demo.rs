@@ -41,13 +41,13 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         })
         .collect();
     crate::kafka::admin::delete_topics(&ep.brokers, &stale).await?;
-    let lake = ep.lake_root()?;
-    for layer in ["bronze", "silver", "gold", "models"] {
-        let dir = lake.join(layer);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
+    let lake = ep.lake()?;
+    for layer in ["bronze", "silver", "gold"] {
+        let dir = lake.layer(layer)?;
+        crate::lake::location::remove(&dir).await.with_context(|| format!("clearing {dir}"))?;
     }
+    let models = ep.models_dir()?;
+    std::fs::remove_dir_all(&models).with_context(|| format!("clearing {}", models.display()))?;
     crate::c360::cache::clear(&ep.redis_url, DEMO_REDIS_PREFIX).await?;
     let topology = crate::topology::Topology::load(topology_dir)?;
     let registry = crate::registry::RegistryClient::new(&ep.registry_url);
@@ -55,7 +55,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
     println!("{} topics declared, {} schemas registered", topology.topics.len(), created.iter().filter(|c| c.1.starts_with("id")).count());
 
     println!(
-        "\n== 4/8 processors cdc, bronze, loader, seller-metrics, leads, domain, c360, lake, cache and the web front (background, logs in {})",
+        "\n== 4/8 processors cdc, bronze, loader, seller-metrics, leads, leads-gold, domain, c360, lake, cache and the web front (background, logs in {})",
         dirs.state()?.display()
     );
     // The HTTP services (loader API, serve) take the token `stack up` wrote.
@@ -68,12 +68,13 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
             .env("FUNNEL_SOURCE_PG_URL", &ep.source_pg_url)
             .env("FUNNEL_REDIS_URL", &ep.redis_url)
             .env("FUNNEL_REDIS_PREFIX", DEMO_REDIS_PREFIX)
-            .env("FUNNEL_LAKE_DIR", &lake)
+            .env("FUNNEL_LAKE_DIR", lake.to_string())
+            .env("FUNNEL_MODELS_DIR", &models)
             .env(crate::runtime::auth::TOKEN_FILE_ENV, &token_file);
         Ok(cmd)
     };
     let port = DEFAULT_HTTP_PORT.to_string();
-    stack::start_detached(dirs, "processors", funnel(&["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "--http-port", &port])?)?;
+    stack::start_detached(dirs, "processors", funnel(&["run", "cdc", "bronze", "loader", "seller-metrics", "leads", "leads-gold", "domain", "c360", "lake", "cache", "--http-port", &port])?)?;
     stack::start_detached(dirs, "serve", funnel(&["serve", "--topology-dir", &topology_dir.to_string_lossy()])?)?;
     wait_for_bronze(&lake, source_rows, dirs).await?;
     let mqls = report.tables.iter().find(|t| t.0 == "marketing.marketing_qualified_leads").map(|t| t.1).unwrap_or(0);
@@ -124,14 +125,14 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, topology_dir: &Path, data_dir
         db::redact(&ep.source_pg_url),
         token_file.display(),
         token_file.display(),
-        lake.display(),
+        lake,
         serve_port = crate::serve::DEFAULT_PORT,
     );
     Ok(())
 }
 
 /// Wait until every source row is in bronze, with a progress bar.
-async fn wait_for_bronze(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
+async fn wait_for_bronze(lake: &crate::lake::location::Lake, expected: u64, dirs: &StackDirs) -> Result<()> {
     wait_for_rows("snapshot → topics → bronze [{bar:30}] {pos}/{len} rows {per_sec}", "bronze rows", expected, Duration::from_secs(1800), dirs, || async {
         let mut rows = 0i64;
         for t in TABLES {
@@ -143,7 +144,7 @@ async fn wait_for_bronze(lake: &Path, expected: u64, dirs: &StackDirs) -> Result
 }
 
 /// Wait until the gold lead dimension has a row per MQL (seller metrics may still be settling).
-async fn wait_for_leads(lake: &Path, expected: u64, dirs: &StackDirs) -> Result<()> {
+async fn wait_for_leads(lake: &crate::lake::location::Lake, expected: u64, dirs: &StackDirs) -> Result<()> {
     wait_for_rows("leads → gold m_dim.lead [{bar:30}] {pos}/{len} leads", "gold m_dim.lead rows", expected, Duration::from_secs(900), dirs, || async {
         crate::summary::delta_rows(&crate::leads::gold_path(lake)).await.ok().flatten().unwrap_or(0)
     })

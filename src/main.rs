@@ -76,7 +76,8 @@ enum Command {
     /// Run processors by name in this process until SIGTERM: `funnel run cdc bronze`.
     Run {
         /// Processors: cdc, bronze, loader (silver staging, load events and the data-loader
-        /// API on --http-port), seller-metrics, leads (with its gold table), domain (olist CDC →
+        /// API on --http-port), seller-metrics, leads (MQLs ⟕ deals ⟕ seller metrics →
+        /// marketing.lead.v1), leads-gold (marketing.lead.v1 → gold m_dim.lead), domain (olist CDC →
         /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), c360 (the SQL of
         /// sql/c360/ → enriched orders, consolidated customers, segments), lake (silver
         /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis), relay
@@ -84,7 +85,7 @@ enum Command {
         /// propensity (scores dom.customer.consolidated.v1 and marketing.lead.v1 with the current
         /// models of `funnel train propensity`, and their gold tables), passthrough (copies
         /// --passthrough-from to --passthrough-to; the benchmark baseline).
-        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "domain", "c360", "lake", "cache", "relay", "propensity", "passthrough"])]
+        #[arg(required = true, value_parser = ["cdc", "bronze", "loader", "seller-metrics", "leads", "leads-gold", "domain", "c360", "lake", "cache", "relay", "propensity", "passthrough"])]
         processors: Vec<String>,
         /// passthrough: topic to read (through the consumer group funnel-passthrough-<to>).
         #[arg(long, requires = "passthrough_to")]
@@ -92,6 +93,11 @@ enum Command {
         /// passthrough: topic to write, key and value bytes unchanged.
         #[arg(long)]
         passthrough_to: Option<String>,
+        /// The lake sinks (bronze, leads-gold, lake) stop once they have written everything
+        /// their topics held when they started, and the command exits (one-shot loads, a copy
+        /// of the lake elsewhere, benchmarks, tests). Other processors ignore it.
+        #[arg(long = "until-caught-up")]
+        until_caught_up: bool,
         /// Delivery of topic→topic processors (passthrough).
         #[arg(long = "loop-delivery", value_enum, default_value = "exactly-once")]
         loop_delivery: funnel::kafka::batch_producer::Delivery,
@@ -376,6 +382,8 @@ fn init_logging(filter: &str, json: bool) {
 async fn main() {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_json);
+    // s3:// lakes (deltalake registers them at load time too; explicit, so no linker drops it).
+    deltalake::aws::register_handlers(None);
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -390,7 +398,7 @@ async fn run(cli: Cli) -> Result<()> {
             StackAction::Down => funnel::stack::down(&cli.dirs).await,
             StackAction::Status => funnel::stack::status(&cli.dirs).await,
             StackAction::Env => {
-                print!("{}", funnel::stack::env_lines(&ep.lake_root()?, &cli.dirs.state()?));
+                print!("{}", funnel::stack::env_lines(&ep.lake()?, &cli.dirs.state()?));
                 Ok(())
             }
         },
@@ -442,13 +450,13 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{table}");
             Ok(())
         }
-        Command::Run { processors, http_port, exit_on_failure, cdc, bronze, leads, loader, c360, relay, propensity, ns, passthrough_from, passthrough_to, loop_delivery } => {
+        Command::Run { processors, http_port, exit_on_failure, until_caught_up, cdc, mut bronze, leads, loader, c360, relay, propensity, ns, passthrough_from, passthrough_to, loop_delivery } => {
             let c360_topics = funnel::c360::C360Topics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             let topics = funnel::leads::names::LeadTopics::new(funnel::topology::names::TopicNames::new(&cdc.topic_prefix, &ns.namespace));
             shutdown::install();
             let mut tasks = tokio::task::JoinSet::new();
             if processors.iter().any(|p| p == "loader") {
-                let l = funnel::loader::Loader::new(&ep, &ep.lake_root()?, topics.clone(), cdc.clone(), loader.clone()).await?;
+                let l = funnel::loader::Loader::new(&ep, &ep.lake()?, topics.clone(), cdc.clone(), loader.clone()).await?;
                 let creds = funnel::runtime::auth::ApiCredentials::load(&cli.dirs.state()?)?;
                 http::spawn(&ep.bind_address, http_port, Some(funnel::loader::service::router(l.clone(), creds))).await?;
                 tasks.spawn(async move { supervise("loader", exit_on_failure, || l.clone().run()).await.context("loader") });
@@ -468,11 +476,12 @@ async fn run(cli: Cli) -> Result<()> {
                         });
                     }
                     "bronze" => {
+                        bronze.until_caught_up = until_caught_up;
                         let cfg = bronze.clone();
                         // A bounded run (--until-caught-up) is a one-shot command: it fails, not retries.
-                        let exit = exit || cfg.until_caught_up;
+                        let exit = exit || until_caught_up;
                         tasks.spawn(async move {
-                            let lake = ep.lake_root()?;
+                            let lake = ep.lake()?;
                             supervise(funnel::bronze::PROCESSOR, exit, || async { funnel::bronze::run(&ep.brokers, &ep.registry_url, &lake, cfg.clone()).await.map(|_| ()) }).await.context("bronze")
                         });
                     }
@@ -486,8 +495,14 @@ async fn run(cli: Cli) -> Result<()> {
                     "leads" => {
                         let (topics, cfg) = (topics.clone(), leads.clone());
                         tasks.spawn(async move {
-                            let lake = ep.lake_root()?;
-                            supervise("leads", exit, || funnel::leads::run_leads(&ep.brokers, &ep.registry_url, &lake, topics.clone(), loop_delivery, &cfg, false)).await
+                            supervise("leads", exit, || funnel::leads::run_leads(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery, &cfg, false)).await
+                        });
+                    }
+                    "leads-gold" => {
+                        let (topics, cfg, exit) = (topics.clone(), leads.clone(), exit || until_caught_up);
+                        tasks.spawn(async move {
+                            let lake = ep.lake()?;
+                            supervise(funnel::leads::GOLD_PROCESSOR, exit, || funnel::leads::run_leads_gold(&ep.brokers, &ep.registry_url, &lake, topics.clone(), &cfg, until_caught_up)).await
                         });
                     }
                     "propensity" => {
@@ -495,14 +510,14 @@ async fn run(cli: Cli) -> Result<()> {
                         for kind in [funnel::propensity::features::ModelKind::Customers, funnel::propensity::features::ModelKind::Leads] {
                             let (ep, topics, cfg) = (ep.clone(), topics.clone(), propensity.clone());
                             tasks.spawn(async move {
-                                let lake = ep.lake_root()?;
+                                let models = ep.models_dir()?;
                                 let name = funnel::propensity::scorer::processor(kind);
-                                supervise(&name, exit, || funnel::propensity::run::score(kind, &ep.brokers, &ep.registry_url, &lake, &topics, loop_delivery, &cfg, false)).await
+                                supervise(&name, exit, || funnel::propensity::run::score(kind, &ep.brokers, &ep.registry_url, &models, &topics, loop_delivery, &cfg, false)).await
                             });
                         }
                         let (topics, cfg) = (topics.clone(), propensity.clone());
                         tasks.spawn(async move {
-                            let lake = ep.lake_root()?;
+                            let lake = ep.lake()?;
                             supervise(funnel::propensity::run::GOLD_PROCESSOR, exit, || funnel::propensity::run::gold(&ep.brokers, &ep.registry_url, &lake, &topics, &cfg, false)).await
                         });
                     }
@@ -515,10 +530,10 @@ async fn run(cli: Cli) -> Result<()> {
                         tasks.spawn(async move { supervise(funnel::c360::PROCESSOR, exit, || funnel::c360::run(&ep.brokers, &ep.registry_url, topics.clone(), loop_delivery, &cfg, false)).await });
                     }
                     "lake" => {
-                        let (topics, cfg) = (c360_topics.clone(), c360.clone());
+                        let (topics, cfg, exit) = (c360_topics.clone(), c360.clone(), exit || until_caught_up);
                         tasks.spawn(async move {
-                            let lake = ep.lake_root()?;
-                            supervise(funnel::c360::LAKE_PROCESSOR, exit, || funnel::c360::run_lake(&ep.brokers, &ep.registry_url, &lake, topics.clone(), &cfg, false)).await
+                            let lake = ep.lake()?;
+                            supervise(funnel::c360::LAKE_PROCESSOR, exit, || funnel::c360::run_lake(&ep.brokers, &ep.registry_url, &lake, topics.clone(), &cfg, until_caught_up)).await
                         });
                     }
                     "cache" => {
@@ -604,9 +619,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Train { what: TrainWhat::Propensity { args } } => funnel::propensity::cli::run_train(&ep.lake_root()?, &args).await,
+        Command::Train { what: TrainWhat::Propensity { args } } => funnel::propensity::cli::run_train(&ep.lake()?, &ep.models_dir()?, &args).await,
         Command::Sql { query, format } => {
-            let ctx = funnel::lake::query::context(&ep.lake_root()?).await?;
+            let ctx = funnel::lake::query::context(&ep.lake()?).await?;
             let batches = funnel::lake::query::batches(&ctx, &query).await?;
             match format.as_str() {
                 "json" => {
@@ -635,7 +650,7 @@ async fn run(cli: Cli) -> Result<()> {
             funnel::relay::cli::run(action, &ep, &cli.dirs.state()?).await
         }
         Command::Health => {
-            let checks = funnel::loader::health::check_all(&ep, &ep.lake_root()?).await;
+            let checks = funnel::loader::health::check_all(&ep, &ep.lake()?).await;
             let mut table = Table::new();
             table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["dependency", "state", "detail"]);
             for c in &checks {
@@ -651,10 +666,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Replay { processor, cdc_topic_prefix, loop_delivery, leads, c360, propensity, ns } => {
             shutdown::install();
             let names = funnel::topology::names::TopicNames::new(&cdc_topic_prefix, &ns.namespace);
-            let lake = ep.lake_root()?;
+            let lake = ep.lake()?;
             if processor == "propensity" {
                 let topics = funnel::propensity::run::ScoreTopics::new(names);
-                funnel::propensity::run::replay(&ep.brokers, &ep.registry_url, &lake, topics, loop_delivery, &propensity).await?;
+                funnel::propensity::run::replay(&ep.brokers, &ep.registry_url, &lake, &ep.models_dir()?, topics, loop_delivery, &propensity).await?;
                 println!("propensity: every customer and lead scored again with the current models; start `funnel run propensity` again");
                 return Ok(());
             }

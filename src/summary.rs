@@ -18,12 +18,11 @@ pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
 }
 
 /// Rows in a Delta table (from the log's file statistics, no data read).
-pub async fn delta_rows(path: &std::path::Path) -> Result<Option<i64>> {
-    let Ok(url) = url::Url::from_directory_path(path) else { return Ok(None) };
-    if !path.join("_delta_log").exists() {
+pub async fn delta_rows(url: &url::Url) -> Result<Option<i64>> {
+    if !crate::lake::location::exists(url).await? {
         return Ok(None);
     }
-    let table = deltalake::open_table(url).await?;
+    let table = deltalake::open_table(url.clone()).await?;
     let snapshot = table.snapshot()?;
     let mut rows = 0i64;
     for add in snapshot.log_data().into_iter() {
@@ -34,7 +33,7 @@ pub async fn delta_rows(path: &std::path::Path) -> Result<Option<i64>> {
 
 /// Source rows, topic records and bronze rows of every CDC table under `prefix`.
 pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
-    let lake = ep.lake_root()?;
+    let lake = ep.lake()?;
     let pg = crate::olist::db::connect(&ep.source_pg_url).await.ok();
     let mut topics: Vec<String> = crate::kafka::admin::list_topics(&ep.brokers)?.into_iter().filter(|t| t.starts_with(&format!("{prefix}."))).collect();
     topics.sort();
@@ -59,7 +58,7 @@ pub async fn print(ep: &Endpoints, prefix: &str) -> Result<()> {
 }
 
 /// The lead pipeline's tables: silver staging, the gold lead dimension and its key figures.
-pub async fn print_leads(lake: &std::path::Path) -> Result<()> {
+pub async fn print_leads(lake: &crate::lake::location::Lake) -> Result<()> {
     let ctx = crate::lake::query::context(lake).await?;
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["lake table", "rows", "what"]);
@@ -87,7 +86,7 @@ pub async fn print_leads(lake: &std::path::Path) -> Result<()> {
             v("with_seller"),
             v("orders"),
             v("revenue"),
-            crate::leads::gold_path(lake).display()
+            crate::leads::gold_path(lake)
         );
     }
     Ok(())
@@ -106,8 +105,8 @@ pub fn print_domain(brokers: &str) -> Result<()> {
 }
 
 /// Orders counted in gold `c360` (Σ order_count); 0 before the table exists.
-pub async fn c360_orders(lake: &std::path::Path) -> Result<i64> {
-    if !crate::c360::table_paths(lake)[2].join("_delta_log").exists() {
+pub async fn c360_orders(lake: &crate::lake::location::Lake) -> Result<i64> {
+    if !crate::lake::location::exists(&crate::c360::table_paths(lake)[2]).await? {
         return Ok(0);
     }
     let ctx = crate::lake::query::context(lake).await?;
@@ -116,7 +115,7 @@ pub async fn c360_orders(lake: &std::path::Path) -> Result<i64> {
 }
 
 /// Customer 360 from gold `c360`: customers, orders and revenue per lifecycle stage and segment.
-pub async fn print_c360(lake: &std::path::Path) -> Result<()> {
+pub async fn print_c360(lake: &crate::lake::location::Lake) -> Result<()> {
     let ctx = crate::lake::query::context(lake).await?;
     let batches = crate::lake::query::batches(
         &ctx,

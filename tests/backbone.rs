@@ -108,7 +108,7 @@ async fn thousand_random_statements_reach_topics_and_bronze_in_commit_order() {
     case.wait_streaming(Duration::from_secs(300)).await;
     let tables = ["marketing.marketing_qualified_leads", "marketing.closed_deals", "ecommerce.orders", "ecommerce.sellers"];
     let bronze_rows = |case: &Case| {
-        let lake = case.lake.path().to_path_buf();
+        let lake = funnel::lake::location::Lake::local(case.lake.path()).unwrap();
         let prefix = case.prefix.clone();
         async move {
             let mut n = 0;
@@ -318,7 +318,7 @@ async fn bronze_lands_a_table_whose_topic_appears_while_it_runs() {
     let mut bronze = case.bronze_args();
     bronze.extend(["--bronze-discover-secs".into(), "1".into()]);
     case.spawn(&bronze, "bronze");
-    let landed = |case: &Case, t: &str| funnel::bronze::table_path(case.lake.path(), &format!("{}.{t}", case.prefix)).join("_delta_log").is_dir();
+    let landed = |case: &Case, t: &str| case.lake.path().join(format!("bronze/{}.{t}/_delta_log", case.prefix)).is_dir();
     wait_for(Duration::from_secs(120), "bronze sellers", || async { landed(&case, "ecommerce.sellers") }).await;
     for r in case.wait_checks_equal("bronze", &["ecommerce.sellers"], &[], Duration::from_secs(120), "bronze").await {
         assert_complete(&r);

@@ -313,7 +313,8 @@ async fn an_smtp_outage_makes_the_workers_wait_and_report_it_and_fails_no_mail()
     let health_port = free_port();
     let mut c = start(&mut case, 1, &["--http-port", &health_port.to_string()]).await;
     let health = format!("http://127.0.0.1:{health_port}/health");
-    wait_for(Duration::from_secs(30), "worker /health", || async { reqwest::get(&health).await.is_ok() }).await;
+    // A debug worker on a loaded machine (a heavy test beside it) takes a while to start.
+    wait_for(Duration::from_secs(120), "worker /health", || async { reqwest::get(&health).await.is_ok() }).await;
     c.mailbox.stop();
     let people: Vec<Json> = (0..50).map(|i| json!({"email": format!("o{i}@list.example"), "first_name": "O", "city": "C"})).collect();
     let id = create(&case, &c, campaign_body("Outage", people, 10)).await;

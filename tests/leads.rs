@@ -18,6 +18,13 @@ fn leads_args(case: &Case, processor: &str) -> Vec<String> {
         .collect()
 }
 
+/// The join and its gold table in one process (killed together).
+fn leads_and_gold(case: &Case) -> Vec<String> {
+    let mut a = leads_args(case, "leads");
+    a.insert(2, "leads-gold".into());
+    a
+}
+
 /// `funnel replay <processor>` with the processor's own flags (the processor is stopped).
 fn replay(case: &Case, processor: &str) {
     let mut args = leads_args(case, processor);
@@ -58,7 +65,7 @@ async fn wait_gold_equal(case: &Case, timeout: Duration) {
 }
 
 async fn gold_lead(case: &Case, lead_id: &str) -> Option<serde_json::Map<String, Json>> {
-    let ctx = funnel::lake::query::context(case.lake.path()).await.ok()?;
+    let ctx = funnel::lake::query::context(&funnel::lake::location::Lake::local(case.lake.path()).ok()?).await.ok()?;
     let rows = funnel::lake::query::rows(&ctx, &format!("SELECT * FROM gold_m_dim_lead WHERE lead_id = '{lead_id}'")).await.ok()?;
     rows.into_iter().next()
 }
@@ -86,7 +93,7 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
     cdc.extend(["--cdc-tables".to_string(), CDC_TABLES.to_string()]);
     case.spawn(&cdc, "cdc");
     let mut sm = case.spawn(&leads_args(&case, "seller-metrics"), "seller-metrics");
-    let mut leads = case.spawn(&leads_args(&case, "leads"), "leads");
+    let mut leads = case.spawn(&leads_and_gold(&case), "leads");
 
     // 1. The real data: 8000 leads equal to the SQL, the reference numbers.
     wait_gold_equal(&case, Duration::from_secs(900)).await;
@@ -162,7 +169,7 @@ async fn lead_dimension_equals_sql_incrementally_under_kill_and_replay() {
             }
         }
         sm = case.spawn(&leads_args(&case, "seller-metrics"), "seller-metrics");
-        leads = case.spawn(&leads_args(&case, "leads"), "leads");
+        leads = case.spawn(&leads_and_gold(&case), "leads");
         tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
     }
     case.wait_cdc_caught_up(Duration::from_secs(120)).await;

@@ -64,7 +64,7 @@ async fn registry_outage_pauses_processors_and_dead_letters_nothing() {
 
     case.spawn(&case.cdc_args(), "cdc");
     let ports = [free_port(), free_port(), free_port()];
-    let groups: [&[&str]; 3] = [&["bronze"], &["seller-metrics", "leads"], &["domain", "c360", "lake", "cache"]];
+    let groups: [&[&str]; 3] = [&["bronze"], &["seller-metrics", "leads", "leads-gold"], &["domain", "c360", "lake", "cache"]];
     let logs = ["bronze", "leads", "c360"];
     let mut procs: Vec<usize> = (0..3).map(|i| case.spawn(&run_args(&case, groups[i], ports[i]), logs[i])).collect();
     let t0 = Instant::now();

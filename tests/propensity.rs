@@ -38,8 +38,8 @@ async fn the_lead_model_beats_its_channel_baseline_on_the_later_period_and_retra
 
     let out = case.run_ok(&["train", "propensity", "--model", "leads"]);
     eprintln!("{out}");
-    let lake = case.lake.path();
-    let a = Artefact::load_current(lake, ModelKind::Leads).unwrap();
+    let (models, lake) = (case.lake.path().join("models"), funnel::lake::location::Lake::local(case.lake.path()).unwrap());
+    let a = Artefact::load_current(&models, ModelKind::Leads).unwrap();
     let (m, b) = (&a.evaluation.model, &a.evaluation.baseline);
     eprintln!("lead model ROC AUC {:.4} vs channel baseline {:.4}; PR AUC {:.4} vs {:.4}", m.roc_auc, b.roc_auc, m.pr_auc, b.pr_auc);
     // The time split: training labels end at the cutoff, the held-out leads start there.
@@ -60,16 +60,16 @@ async fn the_lead_model_beats_its_channel_baseline_on_the_later_period_and_retra
 
     // The same data and seed: the same rows, weights and scores, as a new version.
     case.run_ok(&["train", "propensity", "--model", "leads"]);
-    let again = Artefact::load_current(lake, ModelKind::Leads).unwrap();
+    let again = Artefact::load_current(&models, ModelKind::Leads).unwrap();
     assert_ne!(again.version, a.version);
     assert_eq!((&again.fingerprint, &again.weights, again.intercept, &again.evaluation), (&a.fingerprint, &a.weights, a.intercept, &a.evaluation));
-    assert_eq!(features::examples(lake, ModelKind::Leads, &a.train_window, &case.prefix).await.unwrap(), Artefact::training_features(lake, ModelKind::Leads, &a.version).unwrap());
+    assert_eq!(features::examples(&lake, ModelKind::Leads, &a.train_window, &case.prefix).await.unwrap(), Artefact::training_features(&models, ModelKind::Leads, &a.version).unwrap());
 
     // A corrupt artefact is a clear error naming the file.
-    std::fs::write(again.dir(lake).join("model.json"), b"{\"model\": \"leads\", \"weights\": [").unwrap();
-    let e = format!("{:#}", Artefact::load_current(lake, ModelKind::Leads).unwrap_err());
+    std::fs::write(again.dir(&models).join("model.json"), b"{\"model\": \"leads\", \"weights\": [").unwrap();
+    let e = format!("{:#}", Artefact::load_current(&models, ModelKind::Leads).unwrap_err());
     assert!(e.contains("corrupt") && e.contains(&again.version), "{e}");
-    let e = format!("{:#}", Artefact::load_current(lake, ModelKind::Customers).unwrap_err());
+    let e = format!("{:#}", Artefact::load_current(&models, ModelKind::Customers).unwrap_err());
     assert!(e.contains("no customers model") && e.contains("funnel train propensity --model customers"), "{e}");
 }
 
@@ -94,10 +94,10 @@ async fn customer_training_features_ignore_everything_after_their_time() {
 
     let out = case.run_ok(&["train", "propensity", "--model", "customers", "--cdc-topic-prefix", &case.prefix]);
     eprintln!("{out}");
-    let lake = case.lake.path();
-    let a = Artefact::load_current(lake, ModelKind::Customers).unwrap();
+    let (models, lake) = (case.lake.path().join("models"), funnel::lake::location::Lake::local(case.lake.path()).unwrap());
+    let a = Artefact::load_current(&models, ModelKind::Customers).unwrap();
     assert!(out.contains("recency alone"), "{out}");
-    let stored = Artefact::training_features(lake, ModelKind::Customers, &a.version).unwrap();
+    let stored = Artefact::training_features(&models, ModelKind::Customers, &a.version).unwrap();
     assert_eq!(stored.len(), a.train_rows);
     let t = a.train_window.from;
     assert_eq!((a.train_window.label_until, a.eval_window.from), (a.cutoff, a.cutoff));
@@ -133,7 +133,7 @@ async fn customer_training_features_ignore_everything_after_their_time() {
     assert_eq!(n[0]["n"].as_i64(), Some(1), "the later order is in the lake");
 
     // Recomputed as of the training time: the stored rows, but for the one label.
-    let now = features::examples(lake, ModelKind::Customers, &a.train_window, &case.prefix).await.unwrap();
+    let now = features::examples(&lake, ModelKind::Customers, &a.train_window, &case.prefix).await.unwrap();
     assert_eq!(now.len(), stored.len());
     let mut changed = vec![];
     for (x, y) in now.iter().zip(&stored) {
@@ -148,7 +148,7 @@ async fn customer_training_features_ignore_everything_after_their_time() {
     let mut later = a.train_window.clone();
     later.from = t + chrono::Duration::days(40);
     later.until = later.from;
-    let after = features::examples(lake, ModelKind::Customers, &later, &case.prefix).await.unwrap();
+    let after = features::examples(&lake, ModelKind::Customers, &later, &case.prefix).await.unwrap();
     let q = after.iter().find(|e| e.key == p.key).unwrap();
     let count = |e: &features::Example| e.values.numeric[0].unwrap();
     assert_eq!(count(q), count(&p) + 1.0, "{q:?} vs {p:?}");
@@ -218,11 +218,11 @@ async fn every_customer_and_lead_has_one_current_score_everywhere_through_change
     case.wait_checks_equal("silver", &["marketing.marketing_qualified_leads=m_data.marketing_qualified_lead", "marketing.closed_deals=m_data.closed_deal"], &[], Duration::from_secs(300), "loader").await;
     case.run_ok(&["train", "propensity", "--model", "leads"]);
     case.run_ok(&["train", "propensity", "--model", "customers", "--cdc-topic-prefix", &case.prefix]);
-    let lake = case.lake.path().to_path_buf();
-    let customers_model = Artefact::load_current(&lake, ModelKind::Customers).unwrap();
-    let leads_model = Artefact::load_current(&lake, ModelKind::Leads).unwrap();
+    let (models, lake) = (case.lake.path().join("models"), funnel::lake::location::Lake::local(case.lake.path()).unwrap());
+    let customers_model = Artefact::load_current(&models, ModelKind::Customers).unwrap();
+    let leads_model = Artefact::load_current(&models, ModelKind::Leads).unwrap();
 
-    case.spawn(&args(&case, &["run", "seller-metrics", "leads", "--http-port", "0"]), "leads");
+    case.spawn(&args(&case, &["run", "seller-metrics", "leads", "leads-gold", "--http-port", "0"]), "leads");
     case.spawn(&args(&case, &["run", "domain", "c360", "lake", "cache", "--http-port", "0"]), "c360");
     let port = free_port();
     let mut scorer = case.spawn(&args(&case, &["run", "propensity", "--http-port", &port.to_string()]), "propensity");
@@ -328,11 +328,11 @@ async fn every_customer_and_lead_has_one_current_score_everywhere_through_change
 
     // A new version is used without a restart; a broken one is refused, the last good one kept.
     case.run_ok(&["train", "propensity", "--model", "customers", "--cdc-topic-prefix", &case.prefix, "--alpha", "3"]);
-    let v2 = Artefact::load_current(&lake, ModelKind::Customers).unwrap();
+    let v2 = Artefact::load_current(&models, ModelKind::Customers).unwrap();
     assert_ne!(v2.version, customers_model.version);
     pg.batch_execute(&format!("INSERT INTO ecommerce.orders VALUES ('score-order-2', '{cid}', 'delivered', '2018-10-17 10:00:00', NULL, NULL, NULL, '2018-11-01 00:00:00')")).await.unwrap();
     wait_for(Duration::from_secs(60), "a score by the new version", || async { topic_scores(&case, &customers_topic, "customer_id").await.get(&someone).is_some_and(|s| s.1 == v2.version) }).await;
-    let broken = funnel::propensity::artefact::model_dir(&lake, ModelKind::Customers);
+    let broken = funnel::propensity::artefact::model_dir(&models, ModelKind::Customers);
     std::fs::create_dir_all(broken.join("29990101T000000000Z")).unwrap();
     std::fs::write(broken.join("29990101T000000000Z").join("model.json"), b"{ not json").unwrap();
     std::fs::write(broken.join("CURRENT"), b"29990101T000000000Z\n").unwrap();

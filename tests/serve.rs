@@ -114,7 +114,7 @@ async fn sql_is_read_only_bounded_in_rows_and_time_and_survives_a_corrupt_table(
     // One readable (empty) table and one whose log is garbage.
     let lake = case.lake.path().to_path_buf();
     let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(vec![deltalake::arrow::datatypes::Field::new("id", deltalake::arrow::datatypes::DataType::Int64, true)]));
-    let url = funnel::lake::table::url_of(&lake.join("gold/fine")).unwrap();
+    let url = funnel::lake::location::Lake::local(&lake).unwrap().table("gold", "fine");
     funnel::lake::table::open_or_create(&url, &schema, "fine", "test", 10).await.unwrap();
     std::fs::create_dir_all(lake.join("gold/broken/_delta_log")).unwrap();
     std::fs::write(lake.join("gold/broken/_delta_log/00000000000000000000.json"), "this is not a delta log\n").unwrap();

@@ -55,7 +55,7 @@ pub async fn run(brokers: &str, registry_url: &str, pattern: &str) -> Result<()>
     let lake = tempfile::tempdir()?;
     let cfg = BronzeConfig { topics: pattern.to_string(), flush_rows: 100_000, flush_ms: 1000, target_file_mb: 128, checkpoint_interval: 20, discover_secs: 5, until_caught_up: true };
     let t0 = Instant::now();
-    let rows = bronze::run(brokers, registry_url, lake.path(), cfg).await?;
+    let rows = bronze::run(brokers, registry_url, &crate::lake::location::Lake::local(lake.path())?, cfg).await?;
     let writer = Measurement { name: "bronze writer".into(), records: n, seconds: t0.elapsed().as_secs_f64() };
     report(&format!("bronze: {} topics, {n} records ({rows} rows written)", topics.len()), &noop, &writer);
     Ok(())

@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::Int64Type;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::DeltaTable;
 
 /// (source.lsn, source.change_lsn): orders the changes of one key.
@@ -32,28 +30,27 @@ impl Seen {
         }
     }
 
-    /// Rebuild from the table's data files (local tables; bronze is append-only).
-    pub fn load(table: &DeltaTable, pk: &[String]) -> Result<Seen> {
+    /// Rebuild from the table's data files, read through the table's own store (a local
+    /// disk or S3: the provider scans the files of the current version).
+    pub async fn load(table: &DeltaTable, pk: &[String]) -> Result<Seen> {
+        use futures::StreamExt;
         let mut seen = Seen::default();
         if table.version().is_none() {
             return Ok(seen);
         }
-        let mut names: Vec<&str> = pk.iter().map(String::as_str).collect();
-        names.extend(["_source_lsn", "_source_change_lsn"]);
-        for uri in table.get_file_uris()? {
-            let path = url::Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok()).unwrap_or_else(|| uri.clone().into());
-            let file = std::fs::File::open(&path).with_context(|| format!("reading {} to rebuild the re-send filter", path.display()))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-            let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
-            for batch in builder.with_projection(mask).build()? {
-                let batch = batch?;
-                let columns: Vec<&dyn Array> = pk.iter().map(|c| batch.column_by_name(c).map(|a| a.as_ref()).context("key column in bronze table")).collect::<Result<_>>()?;
-                let keys = crate::avro::key::key_texts(&columns)?;
-                let lsn = batch.column_by_name("_source_lsn").context("_source_lsn")?.as_primitive::<Int64Type>().clone();
-                let change = batch.column_by_name("_source_change_lsn").context("_source_change_lsn")?.as_primitive::<Int64Type>().clone();
-                for (row, key) in keys.into_iter().enumerate() {
-                    seen.admit(key, (lsn.value(row), change.value(row)));
-                }
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        ctx.register_table("t", table.table_provider().await.context("opening the bronze table to rebuild the re-send filter")?)?;
+        let columns: Vec<String> = pk.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).chain(["_source_lsn".into(), "_source_change_lsn".into()]).collect();
+        let df = ctx.sql(&format!("SELECT {} FROM t", columns.join(", "))).await.context("planning the re-send filter's scan")?;
+        let mut batches = df.execute_stream().await.context("reading the bronze table to rebuild the re-send filter")?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.context("reading the bronze table to rebuild the re-send filter")?;
+            let columns: Vec<&dyn Array> = pk.iter().map(|c| batch.column_by_name(c).map(|a| a.as_ref()).context("key column in bronze table")).collect::<Result<_>>()?;
+            let keys = crate::avro::key::key_texts(&columns)?;
+            let lsn = batch.column_by_name("_source_lsn").context("_source_lsn")?.as_primitive::<Int64Type>().clone();
+            let change = batch.column_by_name("_source_change_lsn").context("_source_change_lsn")?.as_primitive::<Int64Type>().clone();
+            for (row, key) in keys.into_iter().enumerate() {
+                seen.admit(key, (lsn.value(row), change.value(row)));
             }
         }
         Ok(seen)

@@ -7,7 +7,6 @@ pub mod dedup;
 pub mod table_writer;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -16,6 +15,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::avro::serialization;
+use crate::lake::location::Lake;
 use crate::lake::offsets;
 use crate::kafka::{admin, consumer_config, dead_letters, producer_config};
 use crate::registry::RegistryClient;
@@ -45,17 +45,17 @@ pub struct BronzeConfig {
     /// CDC while bronze runs).
     #[arg(long = "bronze-discover-secs", default_value_t = 5)]
     pub discover_secs: u64,
-    /// Stop once every partition reached the end it had when the writer started (one-shot
-    /// loads, benchmarks, tests).
-    #[arg(long = "until-caught-up", default_value_t = false)]
+    /// Stop once every partition reached the end it had when the writer started (`funnel run
+    /// --until-caught-up`, benchmarks).
+    #[arg(skip)]
     pub until_caught_up: bool,
 }
 
-pub fn table_path(lake: &Path, topic: &str) -> std::path::PathBuf {
-    crate::lake::table::path(lake, "bronze", topic)
+pub fn table_path(lake: &Lake, topic: &str) -> url::Url {
+    lake.table("bronze", topic)
 }
 
-pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConfig) -> Result<u64> {
+pub async fn run(brokers: &str, registry_url: &str, lake: &Lake, cfg: BronzeConfig) -> Result<u64> {
     health::report(PROCESSOR, "starting", "");
     let registry = RegistryClient::waiting_for(registry_url, PROCESSOR);
     let re = regex::Regex::new(&cfg.topics).with_context(|| format!("bad --bronze-topics pattern {:?}", cfg.topics))?;
@@ -199,7 +199,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Path, cfg: BronzeConf
 
 /// Where to start reading each partition of `topics`: after the offsets committed in their
 /// bronze tables, or from the beginning.
-async fn resume_positions(brokers: &str, lake: &Path, topics: &[String]) -> Result<TopicPartitionList> {
+async fn resume_positions(brokers: &str, lake: &Lake, topics: &[String]) -> Result<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let n = admin::partition_count(brokers, topic)?;
@@ -250,6 +250,6 @@ async fn dead_letter(dlq: &FutureProducer, m: &rdkafka::message::BorrowedMessage
     .await
 }
 
-fn table_url(lake: &Path, topic: &str) -> Result<url::Url> {
-    crate::lake::table::url_of(&table_path(lake, topic))
+fn table_url(lake: &Lake, topic: &str) -> Result<url::Url> {
+    Ok(table_path(lake, topic))
 }

@@ -132,7 +132,7 @@ impl TableWriter {
         let schema = arrow_schema(&columns);
         let table = crate::lake::table::open_or_create(&url, &schema, topic, &format!("bronze: CDC envelopes of topic {topic}"), checkpoint_interval).await?;
         let cols = columns.iter().map(|c| ColumnBuilder::new(&c.ty)).collect();
-        let seen = super::dedup::Seen::load(&table, &pk)?;
+        let seen = super::dedup::Seen::load(&table, &pk).await?;
         Ok(Self { topic: topic.into(), table, columns, pk, seen, schema, cols, meta: Meta::new(), rows: 0, pending: BTreeMap::new() })
     }
 

@@ -16,12 +16,13 @@ pub mod state;
 pub mod timers;
 pub mod view;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::kafka::admin::{ensure_topics, TopicSpec};
 use crate::kafka::batch_producer::Delivery;
+use crate::lake::location::Lake;
 use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
 use crate::registry::RegistryClient;
 use crate::runtime::align::Alignment;
@@ -123,14 +124,13 @@ pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery
 }
 
 /// `<lake>/silver/c360.customer`, `<lake>/silver/c360.order`, `<lake>/gold/c360`.
-pub fn table_paths(lake: &Path) -> [PathBuf; 3] {
-    use crate::lake::table::path;
-    [path(lake, "silver", "c360.customer"), path(lake, "silver", "c360.order"), path(lake, "gold", "c360")]
+pub fn table_paths(lake: &Lake) -> [url::Url; 3] {
+    [lake.table("silver", "c360.customer"), lake.table("silver", "c360.order"), lake.table("gold", "c360")]
 }
 
 /// The `lake` processor's tables: silver customers (the profile topic), silver orders (latest
 /// enriched state per order; a `deleted` event removes it), gold c360 (consolidated).
-pub fn lake_config(brokers: &str, registry_url: &str, lake: &Path, topics: &C360Topics, cfg: &C360Config, until_caught_up: bool) -> SinkConfig {
+pub fn lake_config(brokers: &str, registry_url: &str, lake: &Lake, topics: &C360Topics, cfg: &C360Config, until_caught_up: bool) -> SinkConfig {
     let [customers, orders, gold] = table_paths(lake);
     let keyed = |value_schema: &str| RowShape::Keyed { value_schema: value_schema.into(), delete_when: None };
     SinkConfig {
@@ -141,21 +141,21 @@ pub fn lake_config(brokers: &str, registry_url: &str, lake: &Path, topics: &C360
         tables: vec![
             SinkTable {
                 topic: topics.profile.clone(),
-                path: customers,
+                url: customers,
                 key: vec!["customer_id".into()],
                 shape: keyed(crate::domain::schemas::PROFILE_VALUE),
                 comment: "silver c360.customer: latest profile per customer from dom.customer.profile.upsert.v1".into(),
             },
             SinkTable {
                 topic: topics.enriched.clone(),
-                path: orders,
+                url: orders,
                 key: vec!["order_id".into()],
                 shape: RowShape::Keyed { value_schema: schemas::ENRICHED_VALUE.into(), delete_when: Some(("event_type".into(), "deleted".into())) },
                 comment: "silver c360.order: latest enriched state per order from dom.customer.order.enriched.v1".into(),
             },
             SinkTable {
                 topic: topics.consolidated.clone(),
-                path: gold,
+                url: gold,
                 key: vec!["customer_id".into()],
                 shape: keyed(schemas::CONSOLIDATED_VALUE),
                 comment: "gold c360: one row per customer from dom.customer.consolidated.v1".into(),
@@ -168,7 +168,7 @@ pub fn lake_config(brokers: &str, registry_url: &str, lake: &Path, topics: &C360
 }
 
 /// `funnel run lake`.
-pub async fn run_lake(brokers: &str, registry_url: &str, lake: &Path, topics: C360Topics, cfg: &C360Config, until_caught_up: bool) -> Result<()> {
+pub async fn run_lake(brokers: &str, registry_url: &str, lake: &Lake, topics: C360Topics, cfg: &C360Config, until_caught_up: bool) -> Result<()> {
     ensure_topics(brokers, &topics.outputs()).await?;
     merge_sink::run(lake_config(brokers, registry_url, lake, &topics, cfg, until_caught_up), Default::default()).await.context("lake")?;
     Ok(())

@@ -7,22 +7,20 @@
 //! replayed record replaces the old view of its customer (older ones of the same epoch never
 //! do), and the view ends where the inputs say — also where compaction shortened them.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 
 use super::{cache, C360Config, C360Topics, CACHE_PROCESSOR, PROCESSOR};
 use crate::kafka::admin;
 use crate::kafka::batch_producer::Delivery;
+use crate::lake::location::{self, Lake};
 
-pub async fn replay(brokers: &str, registry_url: &str, redis_url: &str, lake: &Path, topics: C360Topics, delivery: Delivery, cfg: &C360Config) -> Result<()> {
+pub async fn replay(brokers: &str, registry_url: &str, redis_url: &str, lake: &Lake, topics: C360Topics, delivery: Delivery, cfg: &C360Config) -> Result<()> {
     let doomed = vec![topics.names.changelog(PROCESSOR, "state"), topics.enriched.clone(), topics.consolidated.clone(), topics.segment.clone()];
     let inputs: Vec<String> = topics.inputs().into_iter().map(|t| t.name).collect();
     admin::reset_for_replay(brokers, &topics.names.group(PROCESSOR), &inputs, &doomed).await?;
     for table in super::table_paths(lake) {
-        if table.exists() {
-            std::fs::remove_dir_all(&table).with_context(|| format!("removing {}", table.display()))?;
-            tracing::info!(table = %table.display(), "table removed for the rebuild");
+        if location::remove(&table).await.with_context(|| format!("removing {table}"))? {
+            tracing::info!(table = %table, "table removed for the rebuild");
         }
     }
     super::run(brokers, registry_url, topics.clone(), delivery, cfg, true).await?;

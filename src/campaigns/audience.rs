@@ -2,7 +2,6 @@
 //! of customer 360 (gold c360 in the lake, read with DataFusion) by lifecycle stage, segment and
 //! the least repurchase propensity (gold c360_propensity).
 
-use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -29,7 +28,7 @@ impl Recipient {
     }
 }
 
-pub async fn resolve(def: &Definition, lake: &Path) -> Result<Vec<Recipient>, String> {
+pub async fn resolve(def: &Definition, lake: &crate::lake::location::Lake) -> Result<Vec<Recipient>, String> {
     let audience: Audience = serde_json::from_str(&def.audience).map_err(|e| format!("the stored audience is not understood: {e}"))?;
     match audience {
         Audience::Recipients(list) => {
@@ -45,9 +44,9 @@ pub async fn resolve(def: &Definition, lake: &Path) -> Result<Vec<Recipient>, St
                 .collect())
         }
         Audience::C360(q) => {
-            let path = lake.join("gold").join("c360");
-            if !path.join("_delta_log").is_dir() {
-                return Err(format!("customer 360 has no gold table yet ({}): run `funnel run lake`", path.display()));
+            let path = crate::c360::table_paths(lake)[2].clone();
+            if !crate::lake::location::exists(&path).await.map_err(|e| format!("looking for gold c360 at {path}: {e:#}"))? {
+                return Err(format!("customer 360 has no gold table yet ({path}): run `funnel run lake`"));
             }
             let ctx = deltalake::datafusion::prelude::SessionContext::new();
             crate::lake::query::register(&ctx, "c360", &path).await.map_err(|e| format!("opening gold c360: {e:#}"))?;
@@ -56,8 +55,8 @@ pub async fn resolve(def: &Definition, lake: &Path) -> Result<Vec<Recipient>, St
             let mut join = String::new();
             if let Some(min) = q.min_propensity {
                 let scores = crate::propensity::run::gold_paths(lake)[0].clone();
-                if !scores.join("_delta_log").is_dir() {
-                    return Err(format!("no propensity scores yet ({}): train a customers model and run `funnel run propensity`", scores.display()));
+                if !crate::lake::location::exists(&scores).await.map_err(|e| format!("looking for the propensity scores at {scores}: {e:#}"))? {
+                    return Err(format!("no propensity scores yet ({scores}): train a customers model and run `funnel run propensity`"));
                 }
                 crate::lake::query::register(&ctx, "propensity", &scores).await.map_err(|e| format!("opening gold c360_propensity: {e:#}"))?;
                 join = " JOIN propensity ON propensity.customer_id = c360.customer_id".into();

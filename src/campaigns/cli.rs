@@ -94,7 +94,7 @@ pub async fn run(action: CampaignsAction, ep: &Endpoints, stack_dir: &Path) -> R
     match action {
         CampaignsAction::Serve { cfg, campaigns, ns } => {
             let topics = CampaignTopics::new(&campaigns, &ns.namespace);
-            super::service::run(ep, stack_dir, ep.lake_root()?, topics, &cfg).await
+            super::service::run(ep, stack_dir, ep.lake()?, topics, &cfg).await
         }
         CampaignsAction::Send { cfg, campaigns, ns, http_port, exit_on_failure } => {
             crate::runtime::http::spawn(&ep.bind_address, http_port, None).await?;

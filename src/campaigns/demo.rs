@@ -38,7 +38,7 @@ pub async fn run(ep: &Endpoints, dirs: &StackDirs, funnel: &dyn Fn(&[&str]) -> R
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The largest segment of people who bought something.
-    let ctx = crate::lake::query::context(&ep.lake_root()?).await?;
+    let ctx = crate::lake::query::context(&ep.lake()?).await?;
     let rows = crate::lake::query::rows(&ctx, "SELECT segment, count(*) AS n FROM gold_c360 WHERE order_count > 0 GROUP BY segment ORDER BY n DESC, segment LIMIT 1").await?;
     let segment = rows.first().and_then(|r| r.get("segment")).and_then(Value::as_str).context("gold c360 has no customers with orders")?.to_string();
     let body = json!({

@@ -16,7 +16,6 @@
 //! A restart loses nothing: the view is read back from the topics, and a campaign due while
 //! the service was down starts on the first tick.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,14 +36,14 @@ pub const PROCESSOR: &str = "campaign-planner";
 pub struct Planner {
     codec: Arc<Codec>,
     view: View,
-    lake: PathBuf,
+    lake: crate::lake::location::Lake,
     producer: FutureProducer,
     pub tick: Duration,
 }
 
 
 impl Planner {
-    pub async fn open(brokers: &str, codec: Arc<Codec>, view: View, lake: PathBuf) -> Result<Self> {
+    pub async fn open(brokers: &str, codec: Arc<Codec>, view: View, lake: crate::lake::location::Lake) -> Result<Self> {
         let producer: FutureProducer = producer_config(brokers, None).create()?;
         Ok(Planner { codec, view, lake, producer, tick: Duration::from_millis(500) })
     }

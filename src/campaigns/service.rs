@@ -10,7 +10,6 @@
 //! Every change is a record on the campaign topics first; the answer comes once the view has
 //! read it back, so a GET right after sees it and a restart rebuilds the same state.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +96,7 @@ pub fn router(c: Arc<Campaigns>, creds: ApiCredentials, max_body_bytes: usize) -
     crate::runtime::http::with_json_errors(protected.merge(open).with_state(c), max_body_bytes)
 }
 
-pub async fn run(ep: &crate::config::Endpoints, stack_dir: &std::path::Path, lake: PathBuf, topics: super::topics::CampaignTopics, cfg: &ServeConfig) -> Result<()> {
+pub async fn run(ep: &crate::config::Endpoints, stack_dir: &std::path::Path, lake: crate::lake::location::Lake, topics: super::topics::CampaignTopics, cfg: &ServeConfig) -> Result<()> {
     let creds = ApiCredentials::load(stack_dir)?;
     let links = Arc::new(Links::load(stack_dir, &cfg.sender.public_url)?);
     let registry = crate::registry::RegistryClient::waiting_for(&ep.registry_url, super::planner::PROCESSOR);

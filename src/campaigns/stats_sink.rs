@@ -2,17 +2,16 @@
 //! offsets in the Delta log), readable with `funnel sql "SELECT * FROM gold_campaign_stats"`.
 //! Runs inside `funnel campaigns serve`, restarted after a failure like any processor.
 
-use std::path::{Path, PathBuf};
-
+use crate::lake::location::Lake;
 use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
 
 pub const PROCESSOR: &str = "campaign-stats";
 
-pub fn path(lake: &Path) -> PathBuf {
-    lake.join("gold").join("campaign_stats")
+pub fn path(lake: &Lake) -> url::Url {
+    lake.table("gold", "campaign_stats")
 }
 
-pub fn config(brokers: &str, registry_url: &str, lake: &Path, topics: &super::topics::CampaignTopics) -> SinkConfig {
+pub fn config(brokers: &str, registry_url: &str, lake: &Lake, topics: &super::topics::CampaignTopics) -> SinkConfig {
     SinkConfig {
         processor: PROCESSOR.into(),
         brokers: brokers.into(),
@@ -20,7 +19,7 @@ pub fn config(brokers: &str, registry_url: &str, lake: &Path, topics: &super::to
         dead_letter_topic: topics.names.dead_letters(PROCESSOR),
         tables: vec![SinkTable {
             topic: topics.stats.clone(),
-            path: path(lake),
+            url: path(lake),
             key: vec!["campaign_id".into()],
             shape: RowShape::Keyed { value_schema: super::topics::Kind::Stats.schemas().1.into(), delete_when: None },
             comment: "gold campaign_stats: per campaign, recipients per outcome and unique opens/clicks, merged by campaign_id from campaign.stats.v1".into(),
@@ -31,7 +30,7 @@ pub fn config(brokers: &str, registry_url: &str, lake: &Path, topics: &super::to
     }
 }
 
-pub async fn run(brokers: String, registry_url: String, lake: PathBuf, topics: super::topics::CampaignTopics) {
+pub async fn run(brokers: String, registry_url: String, lake: Lake, topics: super::topics::CampaignTopics) {
     let cfg = config(&brokers, &registry_url, &lake, &topics);
     let r = crate::runtime::supervise::supervise(PROCESSOR, false, || merge_sink::run(cfg.clone(), Default::default())).await;
     if let Err(e) = r {

@@ -6,7 +6,6 @@
 //! broker's transactions did. Scale out by giving each process its own tables.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,8 @@ pub enum RowShape {
 #[derive(Clone, Debug)]
 pub struct SinkTable {
     pub topic: String,
-    pub path: PathBuf,
+    /// Where the table lives (`lake::location::Lake::table`).
+    pub url: url::Url,
     /// Key columns (Cdc: taken from the record key's schema when empty).
     pub key: Vec<String>,
     pub shape: RowShape,
@@ -85,7 +85,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
     let mut tpl = TopicPartitionList::new();
     for t in &cfg.tables {
         let n = wait_for_topic(&cfg.brokers, &t.topic).await?;
-        let url = super::table::url_of(&t.path)?;
+        let url = t.url.clone();
         let committed = offsets::committed(&url, p, &t.topic, n).await?;
         let mut progress = TableProgress::default();
         for (part, off) in committed.iter().enumerate() {
@@ -100,7 +100,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
             let columns = columns_of_record(&schema).map_err(anyhow::Error::msg).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
             writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
         }
-        tracing::info!(processor = p, topic = t.topic, table = %t.path.display(), ?committed, "resuming merged table");
+        tracing::info!(processor = p, topic = t.topic, table = %t.url, ?committed, "resuming merged table");
     }
     consumer.assign(&tpl).context("assigning partitions")?;
     let ends = if cfg.until_caught_up { Some(crate::kafka::remaining_ends(&consumer, &tpl)?) } else { None };
@@ -217,7 +217,7 @@ async fn apply(
                 } else {
                     table.key.clone()
                 };
-                let url = super::table::url_of(&table.path)?;
+                let url = table.url.clone();
                 let w = MergeWriter::open(&table.topic, &url, &table.comment, c.columns.as_ref().clone(), key, true, checkpoint_interval).await?;
                 writers.insert(table.topic.clone(), w);
             }

@@ -209,7 +209,8 @@ mod tests {
     #[tokio::test]
     async fn a_stale_insert_after_a_delete_does_not_resurrect_the_row() {
         let dir = tempfile::tempdir().unwrap();
-        let url = crate::lake::table::url_of(&dir.path().join("silver/t")).unwrap();
+        let lake = crate::lake::location::Lake::local(dir.path()).unwrap();
+        let url = lake.table("silver", "t");
         let columns = || vec![Column { name: "id".into(), ty: ColumnType::String, nullable: false }, Column { name: "v".into(), ty: ColumnType::Long, nullable: true }];
         let open = || MergeWriter::open("t", &url, "test", columns(), vec!["id".into()], true, 10);
         let mut w = open().await.unwrap();
@@ -244,7 +245,7 @@ mod tests {
         w.flush("test").await.unwrap();
         assert_eq!(ids(&w).await, ["a"], "a replayed delete was skipped as covered by its own tombstone");
         // The tombstones are hidden from the SQL catalog.
-        let catalog = crate::lake::query::catalog(dir.path()).await.unwrap();
+        let catalog = crate::lake::query::catalog(&lake).await.unwrap();
         assert!(catalog.ctx.table_exist("silver_t").unwrap() && catalog.ctx.catalog_names().len() == 1);
         let tables = crate::lake::query::rows(&catalog.ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").await.unwrap();
         assert_eq!(tables.len(), 1, "{tables:?}");

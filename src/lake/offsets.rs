@@ -12,10 +12,8 @@ pub fn app_id(processor: &str, topic: &str, partition: i32) -> String {
 
 /// The table at `url` when it exists (a table without a Delta log is not an error: it is new).
 pub async fn open_existing(url: &url::Url) -> Result<Option<DeltaTable>> {
-    if let Ok(path) = url.to_file_path() {
-        if !path.join("_delta_log").is_dir() {
-            return Ok(None);
-        }
+    if !super::location::exists(url).await? {
+        return Ok(None);
     }
     let table = DeltaTable::try_from_url(url.clone()).await?;
     Ok(table.version().is_some().then_some(table))

@@ -2,7 +2,6 @@
 //! bronze/, silver/ and gold/ is registered as `<layer>_<table>` with dots and dashes turned
 //! into underscores (gold/m_dim.lead → `gold_m_dim_lead`).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,8 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
 use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::prelude::SessionContext;
+
+use super::location::Lake;
 
 /// A table that could not be opened (corrupt log, missing files): left out of the catalog.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -27,20 +28,16 @@ pub struct Catalog {
 
 /// Every Delta table under bronze/, silver/ and gold/; one unreadable table is reported in
 /// `skipped` and the others still answer.
-pub async fn catalog(lake: &Path) -> Result<Catalog> {
+pub async fn catalog(lake: &Lake) -> Result<Catalog> {
     // information_schema: SHOW TABLES and DESCRIBE work.
     let ctx = SessionContext::new_with_config(deltalake::datafusion::prelude::SessionConfig::new().with_information_schema(true));
     let mut skipped = vec![];
     for layer in ["bronze", "silver", "gold"] {
-        let Ok(dir) = std::fs::read_dir(lake.join(layer)) else { continue };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            // Hidden tables (a merge writer's `.…tombstones`) are funnel's bookkeeping, not data.
-            if !path.join("_delta_log").is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let name = format!("{layer}_{}", entry.file_name().to_string_lossy().replace(['.', '-'], "_"));
-            if let Err(e) = register(&ctx, &name, &path).await {
+        // Hidden tables (a merge writer's `.…tombstones`) are funnel's bookkeeping, not data:
+        // `tables_in` leaves them out.
+        for (table, url) in super::location::tables_in(lake, layer).await.with_context(|| format!("listing the {layer} tables of {lake}"))? {
+            let name = format!("{layer}_{}", table.replace(['.', '-'], "_"));
+            if let Err(e) = register(&ctx, &name, &url).await {
                 tracing::warn!(table = name, error = format!("{e:#}"), "lake table left out of the SQL catalog");
                 skipped.push(Skipped { table: name, error: format!("{e:#}") });
             }
@@ -50,21 +47,21 @@ pub async fn catalog(lake: &Path) -> Result<Catalog> {
 }
 
 /// A session with every readable table of the lake registered (unreadable ones are logged).
-pub async fn context(lake: &Path) -> Result<SessionContext> {
+pub async fn context(lake: &Lake) -> Result<SessionContext> {
     Ok(catalog(lake).await?.ctx)
 }
 
 /// The catalog, rebuilt at most every `max_age` (opening every table's log per request would
 /// cost more than most queries): queries see the lake as of at most `max_age` ago.
 pub struct CachedCatalog {
-    lake: PathBuf,
+    lake: Lake,
     max_age: Duration,
     current: tokio::sync::Mutex<Option<(Instant, Arc<Catalog>)>>,
 }
 
 impl CachedCatalog {
-    pub fn new(lake: &Path, max_age: Duration) -> Self {
-        Self { lake: lake.to_path_buf(), max_age, current: Default::default() }
+    pub fn new(lake: &Lake, max_age: Duration) -> Self {
+        Self { lake: lake.clone(), max_age, current: Default::default() }
     }
 
     pub async fn get(&self) -> Result<Arc<Catalog>> {
@@ -129,10 +126,11 @@ pub async fn bounded(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<
     Ok(Answer { batches: kept, rows: limits.max_rows, truncated: true })
 }
 
-/// Register the Delta table at `path` as `name`.
-pub async fn register(ctx: &SessionContext, name: &str, path: &Path) -> Result<()> {
-    let table = deltalake::open_table(super::table::url_of(path)?).await.with_context(|| format!("opening {}", path.display()))?;
-    let provider = table.table_provider().await.with_context(|| format!("reading {}", path.display()))?;
+/// Register the Delta table at `url` as `name` (on first scan its provider registers the
+/// table's object store with the session: S3 tables need nothing more).
+pub async fn register(ctx: &SessionContext, name: &str, url: &url::Url) -> Result<()> {
+    let table = deltalake::open_table(url.clone()).await.with_context(|| format!("opening {url}"))?;
+    let provider = table.table_provider().await.with_context(|| format!("reading {url}"))?;
     ctx.register_table(name, provider)?;
     Ok(())
 }

@@ -41,10 +41,9 @@ pub struct Tombstones {
 
 /// `<layer>/<name>` → `<layer>/.<name>.tombstones`.
 pub fn url_for(table: &url::Url) -> Result<url::Url> {
-    let path = table.to_file_path().map_err(|_| anyhow::anyhow!("tombstones need a local table path: {table}"))?;
-    let name = path.file_name().context("table path without a name")?.to_string_lossy().into_owned();
-    let parent = path.parent().context("table path without a parent")?;
-    super::table::url_of(&parent.join(format!(".{name}.tombstones")))
+    let name = super::location::name_of(table);
+    anyhow::ensure!(!name.is_empty(), "table URL without a name: {table}");
+    Ok(super::location::sibling(table, &format!(".{name}.tombstones")))
 }
 
 impl Tombstones {

@@ -10,11 +10,11 @@ pub mod names;
 pub mod replay;
 pub mod seller_metrics;
 
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::kafka::batch_producer::Delivery;
+use crate::lake::location::Lake;
 use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
 use crate::registry::RegistryClient;
 use crate::runtime::processor::{self, LoopConfig};
@@ -34,8 +34,8 @@ pub mod schemas {
 pub const GOLD_PROCESSOR: &str = "leads-gold";
 
 /// `<lake>/gold/m_dim.lead`.
-pub fn gold_path(lake: &Path) -> std::path::PathBuf {
-    crate::lake::table::path(lake, "gold", "m_dim.lead")
+pub fn gold_path(lake: &Lake) -> url::Url {
+    lake.table("gold", "m_dim.lead")
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -82,8 +82,9 @@ pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadT
     processor::run(lc, transform).await.context("seller-metrics")
 }
 
-/// `funnel run leads`: the join, and the gold table written from its output topic.
-pub async fn run_leads(brokers: &str, registry_url: &str, lake: &Path, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
+/// `funnel run leads`: the join of MQLs, closed deals and seller metrics into the lead topic
+/// (`leads-gold` writes the gold table from it).
+pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
     let registry = RegistryClient::waiting_for(registry_url, join::PROCESSOR);
     for t in [&topics.mqls, &topics.closed_deals] {
         merge_sink::wait_for_topic(brokers, t).await?;
@@ -93,20 +94,16 @@ pub async fn run_leads(brokers: &str, registry_url: &str, lake: &Path, topics: L
     processor::fence(brokers, &topics.names.group(join::PROCESSOR), delivery).await?;
     let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
     let lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
-    let gold = gold_config(brokers, registry_url, lake, &topics, cfg, stop_when_idle);
-    if stop_when_idle {
-        // Bounded (replay, tests): the join first, then the gold table up to its output.
-        processor::run(lc, transform).await.context("leads")?;
-        merge_sink::run(gold, Default::default()).await.context("leads gold table")?;
-        return Ok(());
-    }
-    let join = async { processor::run(lc, transform).await.context("leads") };
-    let gold = async { merge_sink::run(gold, Default::default()).await.map(|_| ()).context("leads gold table") };
-    tokio::try_join!(join, gold)?;
-    Ok(())
+    processor::run(lc, transform).await.context("leads")
 }
 
-pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &LeadTopics, cfg: &LeadsConfig, until_caught_up: bool) -> SinkConfig {
+/// `funnel run leads-gold`: the gold lead dimension merged from the lead topic; with
+/// `until_caught_up`, up to the end the topic had at start.
+pub async fn run_leads_gold(brokers: &str, registry_url: &str, lake: &Lake, topics: LeadTopics, cfg: &LeadsConfig, until_caught_up: bool) -> Result<()> {
+    merge_sink::run(gold_config(brokers, registry_url, lake, &topics, cfg, until_caught_up), Default::default()).await.map(|_| ()).context("leads gold table")
+}
+
+pub fn gold_config(brokers: &str, registry_url: &str, lake: &Lake, topics: &LeadTopics, cfg: &LeadsConfig, until_caught_up: bool) -> SinkConfig {
     SinkConfig {
         processor: GOLD_PROCESSOR.into(),
         brokers: brokers.into(),
@@ -114,7 +111,7 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Lead
         dead_letter_topic: topics.names.dead_letters(GOLD_PROCESSOR),
         tables: vec![SinkTable {
             topic: topics.lead.clone(),
-            path: gold_path(lake),
+            url: gold_path(lake),
             key: vec!["lead_id".into()],
             shape: RowShape::Keyed { value_schema: schemas::LEAD_VALUE.into(), delete_when: None },
             comment: "gold m_dim.lead: the lead dimension, merged by lead_id from marketing.lead.v1".into(),

@@ -5,7 +5,6 @@
 //! start the processor again afterwards. Rebuilt leads are announced again (`created`) on
 //! marketing.lead.processed.v1; seller-metrics republishes every seller (same values).
 
-use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -14,7 +13,7 @@ use super::{join, seller_metrics, LeadsConfig};
 use crate::kafka::admin;
 use crate::kafka::batch_producer::Delivery;
 
-pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &Path, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig) -> Result<()> {
+pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &crate::lake::location::Lake, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig) -> Result<()> {
     match which {
         seller_metrics::PROCESSOR => {
             let doomed = vec![topics.changelog(which, "items"), topics.changelog(which, "sellers")];
@@ -25,11 +24,12 @@ pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &Path,
             let doomed = vec![topics.changelog(which, "mqls"), topics.changelog(which, "closed-deals"), topics.changelog(which, "sellers"), topics.lead.clone()];
             admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
             let gold = super::gold_path(lake);
-            if gold.exists() {
-                std::fs::remove_dir_all(&gold).with_context(|| format!("removing {}", gold.display()))?;
-                tracing::info!(table = %gold.display(), "gold table removed for the rebuild");
+            if crate::lake::location::remove(&gold).await.with_context(|| format!("removing {gold}"))? {
+                tracing::info!(table = %gold, "gold table removed for the rebuild");
             }
-            super::run_leads(brokers, registry_url, lake, topics, delivery, cfg, true).await
+            // The join to the end of its inputs, then the gold table up to the join's output.
+            super::run_leads(brokers, registry_url, topics.clone(), delivery, cfg, true).await?;
+            super::run_leads_gold(brokers, registry_url, lake, topics, cfg, true).await
         }
         other => anyhow::bail!("nothing to replay for {other:?} (seller-metrics or leads)"),
     }

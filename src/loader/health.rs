@@ -1,7 +1,6 @@
 //! Dependency checks of the data-loader service (`GET /health`, `funnel health`): broker,
 //! schema registry, source database and lake, each with its own verdict and reason.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,7 +26,7 @@ async fn timed<F: std::future::Future<Output = anyhow::Result<String>>>(name: &s
 }
 
 /// Check every dependency concurrently.
-pub async fn check_all(ep: &Endpoints, lake: &Path) -> Vec<Check> {
+pub async fn check_all(ep: &Endpoints, lake: &crate::lake::location::Lake) -> Vec<Check> {
     let brokers = ep.brokers.clone();
     let broker = timed("broker", async move {
         let n = tokio::task::spawn_blocking(move || crate::kafka::admin::list_topics(&brokers)).await??.len();
@@ -41,14 +40,8 @@ pub async fn check_all(ep: &Endpoints, lake: &Path) -> Vec<Check> {
         let v: String = client.query_one("SHOW server_version", &[]).await?.get(0);
         Ok(format!("PostgreSQL {v} at {}", crate::olist::db::redact(&pg)))
     });
-    let lake: PathBuf = lake.to_path_buf();
-    let lake = timed("lake", async move {
-        std::fs::create_dir_all(&lake)?;
-        let probe = lake.join(".funnel-health-probe");
-        std::fs::write(&probe, b"ok")?;
-        std::fs::remove_file(&probe)?;
-        Ok(format!("{} writable", lake.display()))
-    });
+    let lake = lake.clone();
+    let lake = timed("lake", async move { crate::lake::location::probe(&lake).await });
     let (a, b, c, d) = tokio::join!(broker, registry, source, lake);
     vec![a, b, c, d]
 }

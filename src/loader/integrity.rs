@@ -3,7 +3,6 @@
 //! agree once the loader has caught up.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::Result;
 use apache_avro::types::Value;
@@ -51,6 +50,6 @@ pub async fn topic_live_keys(brokers: &str, registry: &RegistryClient, topic: &s
 }
 
 /// Rows in a Delta table (0 when it does not exist yet).
-pub async fn staged_rows(path: &Path) -> Result<i64> {
-    Ok(crate::summary::delta_rows(path).await?.unwrap_or(0))
+pub async fn staged_rows(table: &url::Url) -> Result<i64> {
+    Ok(crate::summary::delta_rows(table).await?.unwrap_or(0))
 }

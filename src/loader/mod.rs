@@ -15,7 +15,6 @@ pub mod jobs;
 pub mod service;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,7 +139,7 @@ impl LoadEvent {
 
 pub struct Loader {
     pub ep: Endpoints,
-    pub lake: PathBuf,
+    pub lake: crate::lake::location::Lake,
     topics: LeadTopics,
     cdc: CdcConfig,
     cfg: LoaderConfig,
@@ -160,7 +159,7 @@ fn load_id(trigger: &str) -> String {
 }
 
 impl Loader {
-    pub async fn new(ep: &Endpoints, lake: &Path, topics: LeadTopics, cdc: CdcConfig, cfg: LoaderConfig) -> Result<Arc<Self>> {
+    pub async fn new(ep: &Endpoints, lake: &crate::lake::location::Lake, topics: LeadTopics, cdc: CdcConfig, cfg: LoaderConfig) -> Result<Arc<Self>> {
         let registry = RegistryClient::new(&ep.registry_url);
         let backoff = Backoff::from_env();
         let (key, value) = backoff
@@ -169,7 +168,7 @@ impl Loader {
         crate::kafka::admin::ensure_topics(&ep.brokers, &[crate::kafka::admin::TopicSpec { name: topics.data_loaded.clone(), partitions: 1, compact: false }]).await?;
         Ok(Arc::new(Loader {
             ep: ep.clone(),
-            lake: lake.to_path_buf(),
+            lake: lake.clone(),
             producer: crate::kafka::producer_config(&ep.brokers, None).create()?,
             topics,
             cdc,
@@ -184,8 +183,8 @@ impl Loader {
         }))
     }
 
-    pub fn silver_path(&self, t: &StagedTable) -> PathBuf {
-        crate::lake::table::path(&self.lake, "silver", t.staged)
+    pub fn silver_path(&self, t: &StagedTable) -> url::Url {
+        self.lake.table("silver", t.staged)
     }
 
     fn topic(&self, t: &StagedTable) -> String {
@@ -202,7 +201,7 @@ impl Loader {
                 .iter()
                 .map(|t| SinkTable {
                     topic: self.topic(t),
-                    path: self.silver_path(t),
+                    url: self.silver_path(t),
                     key: vec![],
                     shape: RowShape::Cdc,
                     comment: format!("silver {}: {} merged by key from CDC", t.staged, t.source),

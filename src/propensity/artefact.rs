@@ -1,4 +1,4 @@
-//! A trained model as files under the lake: `models/propensity/<model>/<version>/model.json`
+//! A trained model as files in the models directory (`--models-dir`, by default `<lake>/models`): `propensity/<model>/<version>/model.json`
 //! (what it was trained on, the encoding, the weights, the held-out metrics) and
 //! `training_features.jsonl` (the training rows as computed at training time). A version
 //! directory is written under a temporary name and renamed when complete; `CURRENT` names the
@@ -17,9 +17,9 @@ pub const MODEL_FILE: &str = "model.json";
 pub const TRAINING_FEATURES_FILE: &str = "training_features.jsonl";
 pub const CURRENT_FILE: &str = "CURRENT";
 
-/// `<lake>/models/propensity/<model>`.
-pub fn model_dir(lake: &Path, kind: ModelKind) -> PathBuf {
-    lake.join("models").join("propensity").join(kind.name())
+/// `<models>/propensity/<model>` (`<models>` is `--models-dir`, by default `<lake>/models`).
+pub fn model_dir(models: &Path, kind: ModelKind) -> PathBuf {
+    models.join("propensity").join(kind.name())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,13 +75,13 @@ impl Artefact {
         probability(&self.encoder, &self.weights, self.intercept, v)
     }
 
-    pub fn dir(&self, lake: &Path) -> PathBuf {
-        model_dir(lake, self.model).join(&self.version)
+    pub fn dir(&self, models: &Path) -> PathBuf {
+        model_dir(models, self.model).join(&self.version)
     }
 
     /// Write the version directory (complete or not at all).
-    pub fn save(&self, lake: &Path, training: &[Example]) -> Result<PathBuf> {
-        let dir = self.dir(lake);
+    pub fn save(&self, models: &Path, training: &[Example]) -> Result<PathBuf> {
+        let dir = self.dir(models);
         let tmp = dir.with_file_name(format!(".{}.partial", self.version));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -97,8 +97,8 @@ impl Artefact {
     }
 
     /// Make this version the one scorers use (an atomic replace of `CURRENT`).
-    pub fn make_current(&self, lake: &Path) -> Result<()> {
-        let current = model_dir(lake, self.model).join(CURRENT_FILE);
+    pub fn make_current(&self, models: &Path) -> Result<()> {
+        let current = model_dir(models, self.model).join(CURRENT_FILE);
         let current_tmp = current.with_file_name(format!(".{CURRENT_FILE}.partial"));
         std::fs::write(&current_tmp, format!("{}\n", self.version))?;
         std::fs::rename(&current_tmp, &current)?;
@@ -106,15 +106,15 @@ impl Artefact {
     }
 
     /// The version `CURRENT` names, or a clear error saying what is missing or broken.
-    pub fn load_current(lake: &Path, kind: ModelKind) -> Result<Artefact> {
-        let current = model_dir(lake, kind).join(CURRENT_FILE);
+    pub fn load_current(models: &Path, kind: ModelKind) -> Result<Artefact> {
+        let current = model_dir(models, kind).join(CURRENT_FILE);
         let version = std::fs::read_to_string(&current)
             .with_context(|| format!("no {} model: {} is missing (train one with `funnel train propensity --model {}`)", kind.name(), current.display(), kind.name()))?;
-        Self::load(lake, kind, version.trim())
+        Self::load(models, kind, version.trim())
     }
 
-    pub fn load(lake: &Path, kind: ModelKind, version: &str) -> Result<Artefact> {
-        let file = model_dir(lake, kind).join(version).join(MODEL_FILE);
+    pub fn load(models: &Path, kind: ModelKind, version: &str) -> Result<Artefact> {
+        let file = model_dir(models, kind).join(version).join(MODEL_FILE);
         let bytes = std::fs::read(&file).with_context(|| format!("reading the {} model {version} ({})", kind.name(), file.display()))?;
         let a: Artefact = serde_json::from_slice(&bytes).with_context(|| format!("the {} model {version} is corrupt ({})", kind.name(), file.display()))?;
         a.check(kind).with_context(|| format!("the {} model {version} is inconsistent ({})", kind.name(), file.display()))?;
@@ -131,8 +131,8 @@ impl Artefact {
     }
 
     /// The stored training rows.
-    pub fn training_features(lake: &Path, kind: ModelKind, version: &str) -> Result<Vec<Example>> {
-        let file = model_dir(lake, kind).join(version).join(TRAINING_FEATURES_FILE);
+    pub fn training_features(models: &Path, kind: ModelKind, version: &str) -> Result<Vec<Example>> {
+        let file = model_dir(models, kind).join(version).join(TRAINING_FEATURES_FILE);
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("a line of {}", file.display()))).collect()
     }

@@ -52,8 +52,8 @@ pub fn report(a: &Artefact) -> String {
     )
 }
 
-pub async fn run_train(lake: &Path, args: &TrainArgs) -> Result<()> {
-    let t = train(lake, args).await?;
+pub async fn run_train(lake: &crate::lake::location::Lake, models: &Path, args: &TrainArgs) -> Result<()> {
+    let t = train(lake, models, args).await?;
     println!("{}\nsaved in {}", report(&t.artefact), t.dir.display());
     Ok(())
 }

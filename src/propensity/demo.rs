@@ -13,17 +13,17 @@ use super::train::TrainArgs;
 use crate::config::Endpoints;
 use crate::stack::{self, StackDirs};
 
-async fn rows(lake: &std::path::Path, sql: &str) -> i64 {
+async fn rows(lake: &crate::lake::location::Lake, sql: &str) -> i64 {
     let Ok(ctx) = crate::lake::query::context(lake).await else { return 0 };
     crate::lake::query::rows(&ctx, sql).await.ok().and_then(|r| r.first().and_then(|r| r.get("n")).and_then(|n| n.as_i64())).unwrap_or(0)
 }
 
 pub async fn run(ep: &Endpoints, dirs: &StackDirs, funnel: &dyn Fn(&[&str]) -> Result<Command>) -> Result<()> {
-    let lake = ep.lake_root()?;
+    let (lake, models) = (ep.lake()?, ep.models_dir()?);
     for model in [ModelKind::Leads, ModelKind::Customers] {
         let args = TrainArgs { model, cutoff: None, horizon_days: None, alpha: 1.0, seed: 42, cdc_topic_prefix: "olist".into(), min_category_count: 20 };
         let t0 = Instant::now();
-        let trained = super::train::train(&lake, &args).await?;
+        let trained = super::train::train(&lake, &models, &args).await?;
         println!("\n{}\ntrained in {:.1} s, saved in {}", super::cli::report(&trained.artefact), t0.elapsed().as_secs_f64(), trained.dir.display());
     }
     stack::start_detached(dirs, "propensity", funnel(&["run", "propensity", "--http-port", "9468"])?)?;

@@ -4,7 +4,6 @@
 //! in the artefact, so scoring encodes exactly as training did.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -106,7 +105,7 @@ pub fn render(kind: ModelKind, w: &Window, cdc_prefix: &str) -> String {
 }
 
 /// The labelled rows of `kind` for window `w`, ordered by key, from the lake's tables.
-pub async fn examples(lake: &Path, kind: ModelKind, w: &Window, cdc_prefix: &str) -> Result<Vec<Example>> {
+pub async fn examples(lake: &crate::lake::location::Lake, kind: ModelKind, w: &Window, cdc_prefix: &str) -> Result<Vec<Example>> {
     let ctx = crate::lake::query::context(lake).await?;
     let sql = render(kind, w, cdc_prefix);
     let batches = crate::lake::query::batches(&ctx, &sql).await.with_context(|| format!("computing the {} features (are the lake tables there? `funnel sql \"SHOW TABLES\"`)", kind.name()))?;

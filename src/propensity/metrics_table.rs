@@ -2,7 +2,6 @@
 //! `gold/propensity_metrics` (one row per model version and scorer) and
 //! `gold/propensity_calibration` (one row per decile). Appended once per training run.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -12,6 +11,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
 use super::artefact::Artefact;
+use crate::lake::location::Lake;
 
 pub const METRICS_TABLE: &str = "propensity_metrics";
 pub const CALIBRATION_TABLE: &str = "propensity_calibration";
@@ -20,8 +20,8 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-async fn append(lake: &Path, name: &str, comment: &str, batch: RecordBatch) -> Result<()> {
-    let url = crate::lake::table::url_of(&crate::lake::table::path(lake, "gold", name))?;
+async fn append(lake: &Lake, name: &str, comment: &str, batch: RecordBatch) -> Result<()> {
+    let url = lake.table("gold", name);
     let mut table = crate::lake::table::open_or_create(&url, &batch.schema(), name, comment, 20).await?;
     let mut writer = RecordBatchWriter::for_table(&table)?;
     writer.write(batch).await.with_context(|| format!("writing gold/{name}"))?;
@@ -30,7 +30,7 @@ async fn append(lake: &Path, name: &str, comment: &str, batch: RecordBatch) -> R
 }
 
 /// Append the artefact's held-out metrics (model and baseline) and its calibration deciles.
-pub async fn append_artefact(lake: &Path, a: &Artefact) -> Result<()> {
+pub async fn append_artefact(lake: &Lake, a: &Artefact) -> Result<()> {
     let e = &a.evaluation;
     let scorers = [("model", &e.model), (e.baseline_name.as_str(), &e.baseline)];
     let n = scorers.len();

@@ -7,7 +7,7 @@
 //! `train` computes features from the lake with the SQL of `sql/propensity/` as of a cutoff,
 //! fits a logistic regression (smartcore) on the period before it and evaluates it against a
 //! baseline on the period after; `artefact` keeps the versioned model under
-//! `<lake>/models/propensity/<model>/<version>/`; `metrics_table` appends the held-out metrics
+//! `<models>/propensity/<model>/<version>/` (`--models-dir`, by default `<lake>/models`); `metrics_table` appends the held-out metrics
 //! to gold Delta tables. `run` / `scorer`: `funnel run propensity` scores every changed customer
 //! and lead with the current model into `dom.customer.propensity.v1` / `marketing.lead.score.v1`
 //! and the gold tables `c360_propensity` / `m_dim.lead_score`.

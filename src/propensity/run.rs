@@ -2,7 +2,7 @@
 //! `dom.customer.consolidated.v1`, leads from `marketing.lead.v1`) and the gold tables of
 //! their score topics; `funnel replay propensity` rescores everything with the current models.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -11,6 +11,7 @@ use super::scorer::{processor, Scorer};
 use crate::avro::Registered;
 use crate::kafka::admin::{self, ensure_topics, TopicSpec};
 use crate::kafka::batch_producer::Delivery;
+use crate::lake::location::Lake;
 use crate::lake::merge_sink::{self, RowShape, SinkConfig, SinkTable};
 use crate::registry::RegistryClient;
 use crate::runtime::processor::{self, LoopConfig};
@@ -76,12 +77,11 @@ impl ScoreTopics {
 }
 
 /// `<lake>/gold/c360_propensity`, `<lake>/gold/m_dim.lead_score`.
-pub fn gold_paths(lake: &Path) -> [PathBuf; 2] {
-    use crate::lake::table::path;
-    [path(lake, "gold", "c360_propensity"), path(lake, "gold", "m_dim.lead_score")]
+pub fn gold_paths(lake: &Lake) -> [url::Url; 2] {
+    [lake.table("gold", "c360_propensity"), lake.table("gold", "m_dim.lead_score")]
 }
 
-pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &ScoreTopics, cfg: &PropensityConfig, until_caught_up: bool) -> SinkConfig {
+pub fn gold_config(brokers: &str, registry_url: &str, lake: &Lake, topics: &ScoreTopics, cfg: &PropensityConfig, until_caught_up: bool) -> SinkConfig {
     let [customers, leads] = gold_paths(lake);
     SinkConfig {
         processor: GOLD_PROCESSOR.into(),
@@ -91,14 +91,14 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Scor
         tables: vec![
             SinkTable {
                 topic: topics.customers_out.clone(),
-                path: customers,
+                url: customers,
                 key: vec!["customer_id".into()],
                 shape: RowShape::Keyed { value_schema: schemas::CUSTOMER_VALUE.into(), delete_when: None },
                 comment: "gold c360_propensity: the current repurchase score per customer, from dom.customer.propensity.v1".into(),
             },
             SinkTable {
                 topic: topics.leads_out.clone(),
-                path: leads,
+                url: leads,
                 key: vec!["lead_id".into()],
                 shape: RowShape::Keyed { value_schema: schemas::LEAD_VALUE.into(), delete_when: None },
                 comment: "gold m_dim.lead_score: the current conversion score per lead, from marketing.lead.score.v1".into(),
@@ -111,7 +111,7 @@ pub fn gold_config(brokers: &str, registry_url: &str, lake: &Path, topics: &Scor
 }
 
 /// One scoring loop (`propensity-customers` or `propensity-leads`), once its input topic exists.
-pub async fn score(kind: ModelKind, brokers: &str, registry_url: &str, lake: &Path, topics: &ScoreTopics, delivery: Delivery, cfg: &PropensityConfig, stop_when_idle: bool) -> Result<()> {
+pub async fn score(kind: ModelKind, brokers: &str, registry_url: &str, models: &Path, topics: &ScoreTopics, delivery: Delivery, cfg: &PropensityConfig, stop_when_idle: bool) -> Result<()> {
     let name = processor(kind);
     let registry = RegistryClient::waiting_for(registry_url, &name);
     ensure_topics(brokers, &topics.outputs()).await?;
@@ -119,7 +119,7 @@ pub async fn score(kind: ModelKind, brokers: &str, registry_url: &str, lake: &Pa
     merge_sink::wait_for_topic(brokers, input).await?;
     let (out_key, out_value) = Registered::topic(&registry, output, key_schema, value_schema).await?;
     processor::fence(brokers, &topics.names.group(&name), delivery).await?;
-    let scorer = Scorer::new(kind, registry, lake.to_path_buf(), input.to_string(), output.to_string(), out_key, out_value);
+    let scorer = Scorer::new(kind, registry, models.to_path_buf(), input.to_string(), output.to_string(), out_key, out_value);
     let mut lc = LoopConfig::namespaced(&name, brokers, scorer.inputs(), delivery, &topics.names);
     lc.batch_max = cfg.propensity_batch_max;
     lc.batch_ms = cfg.propensity_batch_ms;
@@ -128,15 +128,15 @@ pub async fn score(kind: ModelKind, brokers: &str, registry_url: &str, lake: &Pa
 }
 
 /// The gold score tables (`propensity-gold`).
-pub async fn gold(brokers: &str, registry_url: &str, lake: &Path, topics: &ScoreTopics, cfg: &PropensityConfig, until_caught_up: bool) -> Result<()> {
+pub async fn gold(brokers: &str, registry_url: &str, lake: &Lake, topics: &ScoreTopics, cfg: &PropensityConfig, until_caught_up: bool) -> Result<()> {
     ensure_topics(brokers, &topics.outputs()).await?;
     merge_sink::run(gold_config(brokers, registry_url, lake, topics, cfg, until_caught_up), Default::default()).await.map(|_| ()).context("propensity gold tables")
 }
 
 /// Both scoring loops to the end of their inputs, then the gold tables up to their outputs.
-pub async fn run_bounded(brokers: &str, registry_url: &str, lake: &Path, topics: ScoreTopics, delivery: Delivery, cfg: &PropensityConfig) -> Result<()> {
-    let customers = score(ModelKind::Customers, brokers, registry_url, lake, &topics, delivery, cfg, true);
-    let leads = score(ModelKind::Leads, brokers, registry_url, lake, &topics, delivery, cfg, true);
+pub async fn run_bounded(brokers: &str, registry_url: &str, lake: &Lake, models: &Path, topics: ScoreTopics, delivery: Delivery, cfg: &PropensityConfig) -> Result<()> {
+    let customers = score(ModelKind::Customers, brokers, registry_url, models, &topics, delivery, cfg, true);
+    let leads = score(ModelKind::Leads, brokers, registry_url, models, &topics, delivery, cfg, true);
     tokio::try_join!(customers, leads)?;
     gold(brokers, registry_url, lake, &topics, cfg, true).await
 }
@@ -144,10 +144,10 @@ pub async fn run_bounded(brokers: &str, registry_url: &str, lake: &Path, topics:
 /// `funnel replay propensity`: every customer and lead scored again with the current models
 /// (the score topics are compacted and the gold tables merged by key: the rescored values
 /// replace the old ones). The processor must be stopped.
-pub async fn replay(brokers: &str, registry_url: &str, lake: &Path, topics: ScoreTopics, delivery: Delivery, cfg: &PropensityConfig) -> Result<()> {
+pub async fn replay(brokers: &str, registry_url: &str, lake: &Lake, models: &Path, topics: ScoreTopics, delivery: Delivery, cfg: &PropensityConfig) -> Result<()> {
     for kind in [ModelKind::Customers, ModelKind::Leads] {
         let (input, ..) = topics.of(kind);
         admin::reset_for_replay(brokers, &topics.names.group(&processor(kind)), &[input.to_string()], &[]).await?;
     }
-    run_bounded(brokers, registry_url, lake, topics, delivery, cfg).await
+    run_bounded(brokers, registry_url, lake, models, topics, delivery, cfg).await
 }

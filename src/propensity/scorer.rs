@@ -29,7 +29,8 @@ pub fn processor(kind: ModelKind) -> String {
 /// The current model of one kind, followed through `CURRENT`.
 pub struct ModelSlot {
     kind: ModelKind,
-    lake: PathBuf,
+    /// The models directory (`--models-dir`).
+    models: PathBuf,
     current: Option<std::sync::Arc<Artefact>>,
     /// The version `CURRENT` named when last looked at (loaded or not).
     seen: Option<String>,
@@ -37,8 +38,8 @@ pub struct ModelSlot {
 }
 
 impl ModelSlot {
-    pub fn new(lake: PathBuf, kind: ModelKind) -> Self {
-        ModelSlot { kind, lake, current: None, seen: None, looked_at: None }
+    pub fn new(models: PathBuf, kind: ModelKind) -> Self {
+        ModelSlot { kind, models, current: None, seen: None, looked_at: None }
     }
 
     /// The model to score with: `CURRENT` is looked at again at most once a second; a new
@@ -53,14 +54,14 @@ impl ModelSlot {
 
     fn refresh(&mut self) {
         let name = processor(self.kind);
-        let named = std::fs::read_to_string(model_dir(&self.lake, self.kind).join(CURRENT_FILE)).ok().map(|v| v.trim().to_string());
+        let named = std::fs::read_to_string(model_dir(&self.models, self.kind).join(CURRENT_FILE)).ok().map(|v| v.trim().to_string());
         if named == self.seen {
             return;
         }
         self.seen = named.clone();
         let loaded = match &named {
-            Some(v) => Artefact::load(&self.lake, self.kind, v),
-            None => Artefact::load_current(&self.lake, self.kind),
+            Some(v) => Artefact::load(&self.models, self.kind, v),
+            None => Artefact::load_current(&self.models, self.kind),
         };
         match loaded {
             Ok(a) => {
@@ -131,8 +132,8 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub fn new(kind: ModelKind, registry: RegistryClient, lake: PathBuf, input: String, output: String, out_key: Registered, out_value: Registered) -> Self {
-        Scorer { kind, registry, input, output, out_key, out_value, model: ModelSlot::new(lake, kind) }
+    pub fn new(kind: ModelKind, registry: RegistryClient, models: PathBuf, input: String, output: String, out_key: Registered, out_value: Registered) -> Self {
+        Scorer { kind, registry, input, output, out_key, out_value, model: ModelSlot::new(models, kind) }
     }
 
     pub fn inputs(&self) -> Vec<String> {

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use crate::lake::location::Lake;
+
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
 use sha2::Digest;
@@ -63,7 +65,7 @@ fn default_horizon(kind: ModelKind) -> i64 {
 }
 
 /// The latest event time the lake holds for `kind` (last first contact / last purchase).
-async fn latest(lake: &Path, kind: ModelKind, cdc_prefix: &str) -> Result<DateTime<Utc>> {
+async fn latest(lake: &Lake, kind: ModelKind, cdc_prefix: &str) -> Result<DateTime<Utc>> {
     let sql = match kind {
         ModelKind::Leads => "SELECT CAST(max(CAST(first_contact_date AS TIMESTAMP)) AS VARCHAR) AS t FROM silver_m_data_marketing_qualified_lead".to_string(),
         ModelKind::Customers => format!("SELECT CAST(max(CAST(order_purchase_timestamp AS TIMESTAMP)) AS VARCHAR) AS t FROM bronze_{}_ecommerce_orders", cdc_prefix.replace(['.', '-'], "_")),
@@ -154,7 +156,7 @@ fn fingerprint(train: &[Example], weights: &[f64], intercept: f64) -> Result<Str
 }
 
 /// Train one model and save it as the current version.
-pub async fn train(lake: &Path, args: &TrainArgs) -> Result<Trained> {
+pub async fn train(lake: &Lake, models: &Path, args: &TrainArgs) -> Result<Trained> {
     let kind = args.model;
     let horizon_days = args.horizon_days.unwrap_or(default_horizon(kind));
     anyhow::ensure!(horizon_days > 0, "--horizon-days must be positive");
@@ -209,9 +211,9 @@ pub async fn train(lake: &Path, args: &TrainArgs) -> Result<Trained> {
         encoder,
         determinism: "The same lake data and seed give the same training rows (ordered by key), the same weights (L-BFGS draws no random numbers) and so the same fingerprint and scores.".into(),
     };
-    let dir = artefact.save(lake, &train)?;
+    let dir = artefact.save(models, &train)?;
     super::metrics_table::append_artefact(lake, &artefact).await?;
-    artefact.make_current(lake)?;
+    artefact.make_current(models)?;
     tracing::info!(model = kind.name(), version = artefact.version, dir = %dir.display(), "model saved and made current");
     Ok(Trained { artefact, dir })
 }

@@ -99,7 +99,7 @@ pub async fn run(ep: &Endpoints, stack_dir: &std::path::Path, cfg: &ServeConfig)
     let names = TopicNames::new("olist", &cfg.ns.namespace);
     let public: HashMap<String, TopicPolicy> = topology.topics.iter().filter(|t| t.public).map(|t| (names.owned(&t.name), TopicPolicy { compacted: t.compacted() })).collect();
     let transactional_id = names.owned(&format!("funnel-serve-{}-{}", hostname(), cfg.port));
-    let lake = ep.lake_root()?;
+    let lake = ep.lake()?;
     let state = Arc::new(Serve {
         registry: RegistryClient::new(&ep.registry_url),
         producer: tokio::sync::Mutex::new(BatchProducer::new(&ep.brokers, &transactional_id, Delivery::ExactlyOnce).await?),

@@ -49,6 +49,7 @@ fn all_services(dirs: &StackDirs) -> Result<Vec<Service>> {
         Service::new(ServiceKind::Redis, &state, &tools),
         Service::new(ServiceKind::Registry, &state, &tools),
         Service::new(ServiceKind::Smtp, &state, &tools),
+        Service::new(ServiceKind::ObjectStore, &state, &tools),
     ])
 }
 
@@ -97,7 +98,7 @@ pub async fn status(dirs: &StackDirs) -> Result<()> {
 }
 
 /// Shell `export` lines for the stack's endpoints, for `eval "$(funnel stack env)"`.
-pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> String {
+pub fn env_lines(lake: &crate::lake::location::Lake, stack_dir: &std::path::Path) -> String {
     use crate::config::*;
     format!(
         "export FUNNEL_BROKERS=127.0.0.1:{DEFAULT_BROKER_PORT}\n\
@@ -107,10 +108,15 @@ pub fn env_lines(lake_dir: &std::path::Path, stack_dir: &std::path::Path) -> Str
          export FUNNEL_LAKE_DIR={}\n\
          export FUNNEL_SMTP_URL=smtp://127.0.0.1:{DEFAULT_SMTP_PORT}\n\
          export FUNNEL_MAILDIR={}\n\
+         export AWS_ENDPOINT_URL=http://127.0.0.1:{DEFAULT_S3_PORT}\n\
+         export AWS_ALLOW_HTTP=true\n\
+         export AWS_REGION=us-east-1\n\
+         export AWS_ACCESS_KEY_ID=funnel-local\n\
+         export AWS_SECRET_ACCESS_KEY=funnel-local\n\
          export {}={}\n\
          export {}={}\n\
          export {}={}\n",
-        lake_dir.display(),
+        lake,
         stack_dir.join("mail").display(),
         crate::runtime::auth::TOKEN_FILE_ENV,
         stack_dir.join(crate::runtime::auth::STACK_TOKEN_FILE).display(),

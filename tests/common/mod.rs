@@ -59,6 +59,9 @@ pub struct Case {
     pub db_url: String,
     pub prefix: String,
     pub lake: tempfile::TempDir,
+    /// The lake every spawned funnel and the checker use: `lake` unless the case moved it to
+    /// the stack's object store (`use_object_lake`).
+    pub lake_uri: String,
     pub stack: Stack,
     /// The API token of this case's HTTP services (`FUNNEL_API_TOKEN` of every spawned funnel).
     pub token: String,
@@ -78,11 +81,13 @@ impl Case {
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db]).await.unwrap();
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\"")).await.unwrap();
         admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.unwrap();
+        let lake = tempfile::tempdir().unwrap();
         Case {
+            lake_uri: lake.path().to_string_lossy().into_owned(),
             name: format!("{name}{stamp}"),
             db_url: funnel::olist::db::with_database(&stack.pg_admin, &db).unwrap(),
             prefix: format!("{name}{stamp}"),
-            lake: tempfile::tempdir().unwrap(),
+            lake,
             stack,
             token: format!("test-token-{name}-{stamp}-{:x}", std::process::id()),
             encryption_key: fernet::Fernet::generate_key(),
@@ -90,12 +95,19 @@ impl Case {
         }
     }
 
+    /// Put this case's lake on the stack's S3-compatible server (`funnel stack up` starts
+    /// moto and creates its bucket; `stack env` exports the AWS_* settings), below a prefix of
+    /// its own.
+    pub fn use_object_lake(&mut self) {
+        self.lake_uri = format!("s3://{}/{}", funnel::config::STACK_S3_BUCKET, self.prefix);
+    }
+
     pub fn funnel(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_funnel"));
         c.env("FUNNEL_BROKERS", &self.stack.brokers)
             .env("FUNNEL_SCHEMA_REGISTRY_URL", &self.stack.registry)
             .env("FUNNEL_SOURCE_PG_URL", &self.db_url)
-            .env("FUNNEL_LAKE_DIR", self.lake.path())
+            .env("FUNNEL_LAKE_DIR", &self.lake_uri)
             .env("FUNNEL_REDIS_URL", &self.stack.redis)
             .env("FUNNEL_API_TOKEN", &self.token)
             .env("ENCRYPTION_KEY", &self.encryption_key)
@@ -242,7 +254,7 @@ impl Case {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/funnel_check.py"))
             .args([what, "--pg", &self.db_url, "--brokers", &self.stack.brokers, "--registry", &self.stack.registry, "--prefix", &self.prefix, "--redis", &self.stack.redis])
             .arg("--lake")
-            .arg(self.lake.path())
+            .arg(&self.lake_uri)
             .args(extra)
             .args(tables)
             .output()
@@ -297,7 +309,7 @@ impl Case {
             if r.iter().all(|r| n(r, "missing") == 0 && n(r, "extra") == 0 && n(r, "different") == 0) {
                 return r;
             }
-            let counts: Vec<String> = r.iter().map(|r| format!("{}: missing {} extra {} different {}", r["check"], n(r, "missing"), n(r, "extra"), n(r, "different"))).collect();
+            let counts: Vec<String> = r.iter().map(|r| format!("{}: missing {} extra {} different {}", r.get("check").or(r.get("table")).unwrap_or(&Json::Null), n(r, "missing"), n(r, "extra"), n(r, "different"))).collect();
             eprintln!("{what} check took {:.1} s, not equal yet ({})", took.as_secs_f64(), counts.join("; "));
             let log = self.log(log);
             let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();

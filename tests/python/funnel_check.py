@@ -137,13 +137,35 @@ def check_topic(args, qualified):
     return out
 
 
-def check_bronze(args, qualified):
-    from deltalake import DeltaTable
+def s3_options():
+    """delta-rs storage options for an s3:// lake, from the same environment funnel reads
+    (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP)."""
+    keys = ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ALLOW_HTTP"]
+    return {k: os.environ[k] for k in keys if k in os.environ}
 
+
+def delta_rows(path, missing=None):
+    """Every row of the Delta table at `path` (a directory or s3:// URL) with delta-rs;
+    `missing` when there is no table there (None = the table must exist)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    remote = "://" in path
+    if not remote and missing is not None and not os.path.isdir(f"{path}/_delta_log"):
+        return missing
+    try:
+        return DeltaTable(path, storage_options=s3_options() if remote else None).to_pyarrow_table().to_pylist()
+    except TableNotFoundError:
+        if missing is None:
+            raise
+        return missing
+
+
+def check_bronze(args, qualified):
     topic = f"{args.prefix}.{qualified}"
     pk, cols, expected = pg_table(args.pg, qualified)
     path = f"{args.lake}/bronze/{topic}"
-    rows = DeltaTable(path).to_pyarrow_table().to_pylist()
+    rows = delta_rows(path)
     offsets = set()
     dup_offsets = 0
     positions = set()
@@ -171,12 +193,10 @@ def check_bronze(args, qualified):
 
 def check_silver(args, spec):
     """A silver table (spec = source.table=staged.table) against the source table."""
-    from deltalake import DeltaTable
-
     qualified, staged = spec.split("=")
     pk, cols, expected = pg_table(args.pg, qualified)
     path = f"{args.lake}/silver/{staged}"
-    rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
+    rows = delta_rows(path, missing=[])
     actual = {tuple(norm(r[k]) for k in pk): {c: norm(r.get(c)) for c in cols} for r in rows}
     digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
     out = {"table": staged, "path": path, "silver_rows": len(rows), "digest": digest}
@@ -269,10 +289,8 @@ def check_leads(args, what):
     ns = f"{args.namespace}." if args.namespace else ""
     cols, expected = sql_rows(args.pg, os.path.join(CHECKS, "lead_dimension.sql"), "lead_id")
     if what == "gold":
-        from deltalake import DeltaTable
-
         path = f"{args.lake}/gold/m_dim.lead"
-        rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
+        rows = delta_rows(path, missing=[])
         actual = {(norm(r["lead_id"]),): {c: norm(r.get(c)) for c in cols} for r in rows}
         digest = hashlib.sha256(json.dumps(sorted(actual.items())).encode()).hexdigest()
         out = {"check": "gold", "path": path, "gold_rows": len(rows), "digest": digest}
@@ -373,10 +391,8 @@ def check_c360(args, what):
         actual = latest_per_key(records, "customer_id", cols)
         out = {"check": "c360 consolidated topic", "records": len(records)}
     elif what == "gold":
-        from deltalake import DeltaTable
-
         path = f"{args.lake}/gold/c360"
-        rows = DeltaTable(path).to_pyarrow_table().to_pylist() if os.path.isdir(f"{path}/_delta_log") else []
+        rows = delta_rows(path, missing=[])
         actual = {(norm(r["customer_id"]),): {c: norm(r.get(c)) for c in cols} for r in rows}
         stages = {}
         for r in rows:
