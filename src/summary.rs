@@ -19,10 +19,7 @@ pub fn count_records(brokers: &str, topic: &str) -> Result<(u64, u64)> {
 
 /// Rows in a Delta table (from the log's file statistics, no data read).
 pub async fn delta_rows(url: &url::Url) -> Result<Option<i64>> {
-    if !crate::lake::location::exists(url).await? {
-        return Ok(None);
-    }
-    let table = deltalake::open_table(url.clone()).await?;
+    let Some(table) = crate::lake::offsets::open_existing(url).await? else { return Ok(None) };
     let snapshot = table.snapshot()?;
     let mut rows = 0i64;
     for add in snapshot.log_data().into_iter() {

@@ -128,7 +128,7 @@ pub async fn run(brokers: &str, registry_url: &str, lake: &Lake, cfg: BronzeConf
                             let pk = serialization::key_column_names(&registry, m.key()).await?;
                             match envelope_columns(&schema).map_err(|why| format!("schema {id}: {why}")).and_then(|cols| Ok((cols, pk?))) {
                                 Ok((cols, pk)) => {
-                                    let w = TableWriter::open(&topic, table_url(lake, &topic)?, cols, pk, cfg.checkpoint_interval).await?;
+                                    let w = TableWriter::open(&topic, table_path(lake, &topic), cols, pk, cfg.checkpoint_interval).await?;
                                     writers.insert(topic.clone(), w);
                                 }
                                 Err(reason) => {
@@ -203,7 +203,7 @@ async fn resume_positions(brokers: &str, lake: &Lake, topics: &[String]) -> Resu
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let n = admin::partition_count(brokers, topic)?;
-        let committed = offsets::committed(&table_url(lake, topic)?, PROCESSOR, topic, n).await?;
+        let committed = offsets::committed(&table_path(lake, topic), PROCESSOR, topic, n).await?;
         for (p, off) in committed.iter().enumerate() {
             let start = match off {
                 Some(o) => Offset::Offset(o + 1),
@@ -248,8 +248,4 @@ async fn dead_letter(dlq: &FutureProducer, m: &rdkafka::message::BorrowedMessage
         dead_letters::DeadLetter { processor: PROCESSOR, topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload(), reason },
     )
     .await
-}
-
-fn table_url(lake: &Lake, topic: &str) -> Result<url::Url> {
-    Ok(table_path(lake, topic))
 }

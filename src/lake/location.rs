@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
@@ -112,11 +113,23 @@ pub fn sibling(table: &Url, name: &str) -> Url {
     table.join(&format!("../{}/", encode(name))).expect("a sibling of a directory URL")
 }
 
+/// The directory of a `file://` URL; None for an object store.
+fn local_path(url: &Url) -> Result<Option<PathBuf>> {
+    if url.scheme() != "file" {
+        return Ok(None);
+    }
+    url.to_file_path().map(Some).map_err(|_| anyhow::anyhow!("{url} is not a local path"))
+}
+
+/// The object store rooted at `url` (what delta-rs would use for a table there).
+fn store_at(url: &Url) -> Result<Arc<dyn deltalake::ObjectStore>> {
+    Ok(deltalake::DeltaTableBuilder::from_url(url.clone())?.build_storage()?.object_store(None))
+}
+
 /// The table's storage, ready to be written: a local directory is created first (the local
 /// object store is rooted at an existing directory).
 pub fn prepare(table: &Url) -> Result<()> {
-    if table.scheme() == "file" {
-        let path = table.to_file_path().map_err(|_| anyhow::anyhow!("{table} is not a local path"))?;
+    if let Some(path) = local_path(table)? {
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     }
     Ok(())
@@ -124,8 +137,7 @@ pub fn prepare(table: &Url) -> Result<()> {
 
 /// Whether a Delta table (a `_delta_log`) is at `table`.
 pub async fn exists(table: &Url) -> Result<bool> {
-    if table.scheme() == "file" {
-        let path = table.to_file_path().map_err(|_| anyhow::anyhow!("{table} is not a local path"))?;
+    if let Some(path) = local_path(table)? {
         return Ok(path.join("_delta_log").is_dir());
     }
     let store = deltalake::DeltaTableBuilder::from_url(table.clone())?.build_storage()?;
@@ -134,15 +146,14 @@ pub async fn exists(table: &Url) -> Result<bool> {
 
 /// Remove the table at `table` and every file below it; false when there was nothing.
 pub async fn remove(table: &Url) -> Result<bool> {
-    if table.scheme() == "file" {
-        let path = table.to_file_path().map_err(|_| anyhow::anyhow!("{table} is not a local path"))?;
+    if let Some(path) = local_path(table)? {
         if !path.exists() {
             return Ok(false);
         }
         std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
         return Ok(true);
     }
-    let store = deltalake::DeltaTableBuilder::from_url(table.clone())?.build_storage()?.object_store(None);
+    let store = store_at(table)?;
     let objects: Vec<deltalake::ObjectMeta> = store.list(None).try_collect().await.with_context(|| format!("listing {table}"))?;
     for o in &objects {
         store.delete(&o.location).await.with_context(|| format!("removing {} below {table}", o.location))?;
@@ -160,7 +171,7 @@ pub async fn probe(lake: &Lake) -> Result<String> {
         std::fs::remove_file(&probe)?;
         return Ok(format!("{} writable", dir.display()));
     }
-    let store = deltalake::DeltaTableBuilder::from_url(lake.root.clone())?.build_storage()?.object_store(None);
+    let store = store_at(&lake.root)?;
     let path = deltalake::Path::from(PROBE);
     store.put(&path, bytes::Bytes::from_static(b"ok").into()).await.with_context(|| format!("writing a probe to {}", lake.root))?;
     store.delete(&path).await.with_context(|| format!("removing the probe from {}", lake.root))?;
@@ -170,7 +181,6 @@ pub async fn probe(lake: &Lake) -> Result<String> {
 /// The tables directly below `layer` (a `_delta_log` inside), by name; names starting with
 /// `.` are funnel's bookkeeping and left out.
 pub async fn tables_in(lake: &Lake, layer: &str) -> Result<Vec<(String, Url)>> {
-    let dir = lake.layer(layer)?;
     let mut names = vec![];
     if let Some(path) = lake.local_dir() {
         let Ok(entries) = std::fs::read_dir(path.join(layer)) else { return Ok(vec![]) };
@@ -180,7 +190,8 @@ pub async fn tables_in(lake: &Lake, layer: &str) -> Result<Vec<(String, Url)>> {
             }
         }
     } else {
-        let store = deltalake::DeltaTableBuilder::from_url(dir.clone())?.build_storage()?.object_store(None);
+        let dir = lake.layer(layer)?;
+        let store = store_at(&dir)?;
         let listing = store.list_with_delimiter(None).await.with_context(|| format!("listing {dir}"))?;
         for prefix in listing.common_prefixes {
             let Some(name) = prefix.filename().map(percent_decode) else { continue };

@@ -85,8 +85,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
     let mut tpl = TopicPartitionList::new();
     for t in &cfg.tables {
         let n = wait_for_topic(&cfg.brokers, &t.topic).await?;
-        let url = t.url.clone();
-        let committed = offsets::committed(&url, p, &t.topic, n).await?;
+        let committed = offsets::committed(&t.url, p, &t.topic, n).await?;
         let mut progress = TableProgress::default();
         for (part, off) in committed.iter().enumerate() {
             tpl.add_partition_offset(&t.topic, part as i32, off.map(|o| Offset::Offset(o + 1)).unwrap_or(Offset::Beginning))?;
@@ -98,7 +97,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         if let RowShape::Keyed { value_schema, .. } = &t.shape {
             let schema = apache_avro::Schema::parse_str(value_schema).context("sink value schema")?;
             let columns = columns_of_record(&schema).map_err(anyhow::Error::msg).with_context(|| format!("{}: value schema is not a flat record", t.topic))?;
-            writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
+            writers.insert(t.topic.clone(), MergeWriter::open(&t.topic, &t.url, &t.comment, columns, t.key.clone(), false, cfg.checkpoint_interval).await?);
         }
         tracing::info!(processor = p, topic = t.topic, table = %t.url, ?committed, "resuming merged table");
     }
@@ -217,8 +216,7 @@ async fn apply(
                 } else {
                     table.key.clone()
                 };
-                let url = table.url.clone();
-                let w = MergeWriter::open(&table.topic, &url, &table.comment, c.columns.as_ref().clone(), key, true, checkpoint_interval).await?;
+                let w = MergeWriter::open(&table.topic, &table.url, &table.comment, c.columns.as_ref().clone(), key, true, checkpoint_interval).await?;
                 writers.insert(table.topic.clone(), w);
             }
             let w = writers.get_mut(&table.topic).context("writer present")?;
