@@ -48,7 +48,7 @@ impl Producer {
 
     async fn profile(&self, id: &str, city: &str, email: Option<&str>) {
         let p = Profile { customer_id: id.into(), city: Some(city.into()), email: email.map(String::from), source: "test".into(), ..Default::default() };
-        let rec = OutRecord { topic: self.topics.profile.clone(), key: self.profile.0.encode(key("customer_id", id)).unwrap(), value: Some(self.profile.1.encode(p.to_value()).unwrap()) };
+        let rec = OutRecord { partition: None, topic: self.topics.profile.clone(), key: self.profile.0.encode(key("customer_id", id)).unwrap(), value: Some(self.profile.1.encode(p.to_value()).unwrap()) };
         self.out.send(&[rec]).await.unwrap();
     }
 
@@ -67,7 +67,7 @@ impl Producer {
             source: "test".into(),
             ..Default::default()
         };
-        let rec = OutRecord { topic: topic.to_string(), key: self.order.0.encode(key("order_id", id)).unwrap(), value: Some(self.order.1.encode(o.to_value()).unwrap()) };
+        let rec = OutRecord { partition: None, topic: topic.to_string(), key: self.order.0.encode(key("order_id", id)).unwrap(), value: Some(self.order.1.encode(o.to_value()).unwrap()) };
         self.out.send(&[rec]).await.unwrap();
     }
 }

@@ -180,10 +180,15 @@ fn gold_scores(case: &Case, dir: &str, key: &str) -> std::collections::BTreeMap<
 async fn redis_scores(case: &Case, hash: &str, by: &str) -> std::collections::BTreeMap<String, (f64, String)> {
     let client = redis::Client::open(case.stack.redis.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let ranked: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(format!("{}:{by}", case.prefix)).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut con).await.unwrap();
+    let ranking = format!("{}:{by}", case.prefix);
+    let ids: Vec<String> = redis::cmd("ZRANGE").arg(&ranking).arg(0).arg(-1).query_async(&mut con).await.unwrap();
     let mut out = std::collections::BTreeMap::new();
-    for (id, rank) in ranked {
-        let h: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL").arg(format!("{}:{hash}:{id}", case.prefix)).query_async(&mut con).await.unwrap();
+    for id in ids {
+        // Rank and hash read in one MULTI: the cache writes both in one script, and two
+        // separate reads could straddle a new score (CI saw exactly that).
+        let (rank, h): (Option<f64>, std::collections::BTreeMap<String, String>) =
+            redis::pipe().atomic().cmd("ZSCORE").arg(&ranking).arg(&id).cmd("HGETALL").arg(format!("{}:{hash}:{id}", case.prefix)).query_async(&mut con).await.unwrap();
+        let Some(rank) = rank else { continue };
         let score: f64 = h["score"].parse().unwrap();
         assert_eq!(rank, score, "{id}: ranked by its score");
         out.insert(id, (score, h["model_version"].clone()));

@@ -178,7 +178,7 @@ async fn latency(brokers: &str, registry_url: &str, redis_url: &str, topics: C36
             review_score: None,
             source: "bench".into(),
         };
-        let rec = OutRecord { topic: topics.order_created.clone(), key: order_key.encode(key("order_id", &order.order_id))?, value: Some(order_value.encode(order.to_value())?) };
+        let rec = OutRecord { partition: None, topic: topics.order_created.clone(), key: order_key.encode(key("order_id", &order.order_id))?, value: Some(order_value.encode(order.to_value())?) };
         producer.send(&[rec]).await?;
         sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id, Instant::now());
         let next = t0 + interval * (i as u32 + 1);

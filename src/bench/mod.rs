@@ -6,6 +6,7 @@ pub mod c360;
 pub mod campaigns;
 pub mod cdc_snapshot;
 pub mod relay;
+pub mod scale_out;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 

@@ -137,7 +137,7 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: &RelayBen
                 source_system: "oms".into(),
                 received_at_us: now.timestamp_micros(),
             };
-            recs.push(OutRecord { topic: raw_topic.clone(), key: k.encode(e.key())?, value: Some(v.encode(e.to_value())?) });
+            recs.push(OutRecord { partition: None, topic: raw_topic.clone(), key: k.encode(e.key())?, value: Some(v.encode(e.to_value())?) });
         }
         producer.send(&recs).await?;
     }
@@ -197,7 +197,7 @@ pub async fn run(pg_url: &str, brokers: &str, registry_url: &str, cfg: &RelayBen
     .await?;
     let (dk, dv) = Registered::topic(&registry, &topics.requested, ds::DELIVERY_KEY, ds::DELIVERY_VALUE).await?;
     for chunk in deliveries.chunks(PAGE) {
-        let recs: Result<Vec<OutRecord>> = chunk.iter().map(|d| Ok(OutRecord { topic: topics.requested.clone(), key: dk.encode(d.key())?, value: Some(dv.encode(d.to_value())?) })).collect();
+        let recs: Result<Vec<OutRecord>> = chunk.iter().map(|d| Ok(OutRecord { partition: None, topic: topics.requested.clone(), key: dk.encode(d.key())?, value: Some(dv.encode(d.to_value())?) })).collect();
         producer.send(&recs?).await?;
     }
     let mut state = RelayState::default();

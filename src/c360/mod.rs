@@ -113,6 +113,7 @@ pub async fn run(brokers: &str, registry_url: &str, topics: C360Topics, delivery
     let registry = RegistryClient::waiting_for(registry_url, PROCESSOR);
     let sql = definitions::C360Sql::load(cfg.sql_dir.as_deref())?;
     ensure_topics(brokers, &[topics.inputs(), topics.outputs()].concat()).await?;
+    crate::runtime::instance::single(PROCESSOR);
     processor::fence(brokers, &topics.names.group(PROCESSOR), delivery).await?;
     let engine = engine::C360Engine::open(brokers, &registry, topics.clone(), sql).await?;
     let mut lc = LoopConfig::namespaced(PROCESSOR, brokers, engine.inputs(), delivery, &topics.names);

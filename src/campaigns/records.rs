@@ -161,7 +161,7 @@ impl Codec {
             Some(r) => Some(v.encode(to_avro(r, &v.schema).map_err(anyhow::Error::msg)?)?),
             None => None,
         };
-        Ok(OutRecord { topic, key, value })
+        Ok(OutRecord { partition: None, topic, key, value })
     }
 
     pub fn definition(&self, d: &Definition) -> Result<OutRecord> {

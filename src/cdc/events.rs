@@ -116,9 +116,9 @@ impl TableCodec {
             ("source".into(), source),
         ]);
         let value = serialization::encode(self.value_id, &self.value_schema, envelope)?;
-        out.push(OutRecord { topic: self.topic.clone(), key: key.clone(), value: Some(value) });
+        out.push(OutRecord { partition: None, topic: self.topic.clone(), key: key.clone(), value: Some(value) });
         if op == "d" {
-            out.push(OutRecord { topic: self.topic.clone(), key, value: None });
+            out.push(OutRecord { partition: None, topic: self.topic.clone(), key, value: None });
         }
         Ok(())
     }

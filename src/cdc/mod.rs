@@ -88,7 +88,7 @@ pub struct Connector {
 impl Connector {
     fn state_record(&self, state: &CdcState, confirmed: bool) -> Result<OutRecord> {
         let state = CdcState { confirmed, ..state.clone() };
-        Ok(OutRecord { topic: self.state_topic.clone(), key: self.state_key.clone(), value: Some(serialization::encode(self.state_id, &self.state_schema, state.to_avro())?) })
+        Ok(OutRecord { partition: None, topic: self.state_topic.clone(), key: self.state_key.clone(), value: Some(serialization::encode(self.state_id, &self.state_schema, state.to_avro())?) })
     }
 
     /// Emit `events` with the progress they bring: one transaction for the events and the
@@ -324,7 +324,7 @@ pub async fn reset(pg_url: &str, brokers: &str, registry_url: &str, name: &str) 
     }
     ensure_topics(brokers, &[TopicSpec { name: state::topic(name), partitions: 1, compact: true }]).await?;
     let producer = BatchProducer::new(brokers, &format!("funnel-cdc-{name}-reset"), Delivery::AtLeastOnce).await?;
-    producer.send(&[OutRecord { topic: state::topic(name), key: state::key(&registry, name).await?, value: None }]).await?;
+    producer.send(&[OutRecord { partition: None, topic: state::topic(name), key: state::key(&registry, name).await?, value: None }]).await?;
     tracing::info!(connector = name, "progress cleared; the next `funnel run cdc` snapshots again");
     Ok(())
 }

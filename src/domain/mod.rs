@@ -71,6 +71,7 @@ pub async fn run(brokers: &str, registry_url: &str, topics: DomainTopics, delive
         ],
     )
     .await?;
+    crate::runtime::instance::single(PROCESSOR);
     processor::fence(brokers, &topics.names.group(PROCESSOR), delivery).await?;
     let transform = olist::OlistDomain::open(brokers, &registry, topics.clone()).await?;
     let cfg = LoopConfig::namespaced(PROCESSOR, brokers, transform.inputs(), delivery, &topics.names);

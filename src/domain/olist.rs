@@ -300,11 +300,11 @@ impl OlistDomain {
                     return Ok(());
                 }
                 let topic = if seen { &self.topics.order_updated } else { &self.topics.order_created };
-                out.push(OutRecord { topic: topic.clone(), key: key.clone(), value: Some(bytes.clone()) });
+                out.push(OutRecord { partition: None, topic: topic.clone(), key: key.clone(), value: Some(bytes.clone()) });
                 self.emitted_orders.put(key, bytes, out);
             }
             None if seen => {
-                out.push(OutRecord { topic: self.topics.order_updated.clone(), key: key.clone(), value: None });
+                out.push(OutRecord { partition: None, topic: self.topics.order_updated.clone(), key: key.clone(), value: None });
                 self.emitted_orders.delete(&key, out);
             }
             None => {}

@@ -141,12 +141,12 @@ pub async fn run(brokers: &str, registry_url: &str, topics: &DomainTopics, cfg: 
     for i in 0..cfg.customers {
         let p = profile(&mut rng, i);
         let at = p.signup_at.unwrap_or(EPOCH_2017) / 1000;
-        late.push((OutRecord { topic: topics.profile.clone(), key: pk.encode(key("customer_id", &p.customer_id))?, value: Some(pv.encode(p.to_value())?) }, at));
+        late.push((OutRecord { partition: None, topic: topics.profile.clone(), key: pk.encode(key("customer_id", &p.customer_id))?, value: Some(pv.encode(p.to_value())?) }, at));
     }
     for j in 0..cfg.orders {
         let o = order(&mut rng, j, cfg.customers);
         let at = o.times[0].unwrap_or(EPOCH_2017) / 1000;
-        let rec = OutRecord { topic: topics.order_created.clone(), key: ok.encode(key("order_id", &o.order_id))?, value: Some(ov.encode(o.to_value())?) };
+        let rec = OutRecord { partition: None, topic: topics.order_created.clone(), key: ok.encode(key("order_id", &o.order_id))?, value: Some(ov.encode(o.to_value())?) };
         if rng.chance(cfg.orders_before_profile) {
             early.push((rec, at));
         } else {

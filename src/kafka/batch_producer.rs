@@ -29,6 +29,9 @@ impl Delivery {
 
 #[derive(Clone)]
 pub struct OutRecord {
+    /// The partition to write, or None for the key's (murmur2, as Java clients): a changelog
+    /// of partitioned state goes to the partition of the input the state belongs to.
+    pub partition: Option<i32>,
     pub topic: String,
     pub key: Vec<u8>,
     /// None = tombstone.
@@ -102,6 +105,9 @@ impl BatchProducer {
         for (i, r) in records.iter().enumerate() {
             loop {
                 let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic);
+                if let Some(p) = r.partition {
+                    rec = rec.partition(p);
+                }
                 if let Some(ts) = stamps.and_then(|s| s.get(i)) {
                     rec = rec.timestamp(*ts);
                 }
@@ -153,6 +159,9 @@ pub fn is_record_too_large(e: &anyhow::Error) -> bool {
 /// the broker's acknowledgement.
 pub fn produce(producer: &FutureProducer, out: &OutRecord) -> Result<rdkafka::producer::DeliveryFuture> {
     let mut rec: rdkafka::producer::FutureRecord<'_, [u8], [u8]> = rdkafka::producer::FutureRecord::to(&out.topic).key(out.key.as_slice());
+    if let Some(p) = out.partition {
+        rec = rec.partition(p);
+    }
     if let Some(v) = &out.value {
         rec = rec.payload(v);
     }

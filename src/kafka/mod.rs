@@ -57,14 +57,14 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
 /// Whether the consumer's position reached `high` on every (topic, partition, high) —
 /// the end of a bounded read (transaction markers are never delivered, so counting
 /// messages alone cannot tell).
-pub fn reached<C: rdkafka::consumer::Consumer>(consumer: &C, ends: &[(String, i32, i64)]) -> bool {
+pub fn reached<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X>>(consumer: &C, ends: &[(String, i32, i64)]) -> bool {
     let Ok(pos) = consumer.position() else { return false };
     ends.iter().all(|(t, p, hi)| matches!(pos.find_partition(t, *p).map(|e| e.offset()), Some(rdkafka::Offset::Offset(o)) if o >= *hi))
 }
 
 /// (low, high) watermarks of many partitions at once: each query is a broker round trip, so
 /// they run in parallel instead of one after another.
-pub fn watermarks<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, partitions: &[(String, i32)]) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
+pub fn watermarks<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X> + Sync>(consumer: &C, partitions: &[(String, i32)]) -> anyhow::Result<Vec<(String, i32, i64, i64)>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = partitions
             .iter()
@@ -76,7 +76,7 @@ pub fn watermarks<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, partition
 
 /// The end (high watermark) of every partition of `tpl` with something left to read from its
 /// start offset: the stopping point of a bounded read.
-pub fn remaining_ends<C: rdkafka::consumer::Consumer + Sync>(consumer: &C, tpl: &rdkafka::TopicPartitionList) -> anyhow::Result<Vec<(String, i32, i64)>> {
+pub fn remaining_ends<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X> + Sync>(consumer: &C, tpl: &rdkafka::TopicPartitionList) -> anyhow::Result<Vec<(String, i32, i64)>> {
     let starts: std::collections::HashMap<(String, i32), rdkafka::Offset> = tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect();
     let parts: Vec<(String, i32)> = starts.keys().cloned().collect();
     Ok(watermarks(consumer, &parts)?

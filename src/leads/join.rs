@@ -198,7 +198,7 @@ impl LeadsTransform {
             ("processed_at".into(), Value::TimestampMillis(chrono::Utc::now().timestamp_millis())),
         ]);
         let key = self.processed_key.encode(Value::Record(vec![("lead_id".into(), Value::String(id.to_string()))]))?;
-        out.push(OutRecord { topic: self.topics.lead_processed.clone(), key, value: Some(self.processed_value.encode(event)?) });
+        out.push(OutRecord { partition: None, topic: self.topics.lead_processed.clone(), key, value: Some(self.processed_value.encode(event)?) });
         Ok(())
     }
 }

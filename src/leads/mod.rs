@@ -8,6 +8,7 @@ pub mod join;
 pub mod lead;
 pub mod names;
 pub mod replay;
+pub mod seller_items;
 pub mod seller_metrics;
 
 
@@ -68,18 +69,40 @@ fn loop_config(processor: &str, brokers: &str, topics: &LeadTopics, inputs: Vec<
 /// seller-metrics and leads see their records in event-time order (topology/processors.toml).
 pub const ORDERING: &str = crate::runtime::align::RECORD_TIMESTAMP;
 
-/// `funnel run seller-metrics`.
+/// `funnel run seller-metrics`: both of its steps in this process — the repartition step
+/// (order items and sellers re-keyed by seller) and the aggregate per seller. Live, they run
+/// side by side; bounded (a replay), the aggregate starts once the first step consumed its
+/// inputs to their end.
 pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
     let registry = RegistryClient::waiting_for(registry_url, seller_metrics::PROCESSOR);
     for t in [&topics.order_items, &topics.sellers] {
         merge_sink::wait_for_topic(brokers, t).await?;
     }
+    ensure_dead_letters(brokers, &topics, seller_items::PROCESSOR).await?;
     ensure_dead_letters(brokers, &topics, seller_metrics::PROCESSOR).await?;
-    processor::fence(brokers, &topics.names.group(seller_metrics::PROCESSOR), delivery).await?;
-    let transform = seller_metrics::SellerMetricsTransform::open(brokers, &registry, topics.clone()).await?;
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
-    let lc = loop_config(seller_metrics::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
-    processor::run(lc, transform).await.context("seller-metrics")
+    let repartition = async {
+        let transform = seller_items::SellerItemsTransform::open(brokers, &registry, topics.clone()).await?;
+        let mut lc = loop_config(seller_items::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        lc.instance_id = crate::runtime::instance::id();
+        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
+        processor::run(lc, transform).await.context("seller-metrics repartition step")
+    };
+    let aggregate = async {
+        let transform = seller_metrics::SellerMetricsTransform::open(brokers, &registry, topics.clone()).await?;
+        let mut lc = loop_config(seller_metrics::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        // Sellers are independent of each other: no order across partitions to wait for.
+        lc.align = None;
+        lc.instance_id = crate::runtime::instance::id();
+        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
+        processor::run(lc, transform).await.context("seller-metrics")
+    };
+    if stop_when_idle {
+        repartition.await?;
+        aggregate.await
+    } else {
+        tokio::try_join!(repartition, aggregate).map(|_| ())
+    }
 }
 
 /// `funnel run leads`: the join of MQLs, closed deals and seller metrics into the lead topic
@@ -91,6 +114,7 @@ pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, de
     }
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
     ensure_dead_letters(brokers, &topics, join::PROCESSOR).await?;
+    crate::runtime::instance::single(join::PROCESSOR);
     processor::fence(brokers, &topics.names.group(join::PROCESSOR), delivery).await?;
     let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
     let lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);

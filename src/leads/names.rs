@@ -13,6 +13,9 @@ pub struct LeadTopics {
     pub lead: String,
     pub lead_processed: String,
     pub data_loaded: String,
+    /// Partitions of seller-metrics' repartition topic: how many instances can share the
+    /// aggregate (topology/topics.toml).
+    pub seller_partitions: i32,
 }
 
 impl LeadTopics {
@@ -26,11 +29,17 @@ impl LeadTopics {
             lead: names.owned("marketing.lead.v1"),
             lead_processed: names.owned("marketing.lead.processed.v1"),
             data_loaded: names.owned("marketing.data.loaded.v1"),
+            seller_partitions: 3,
             names,
         }
     }
 
     pub fn changelog(&self, processor: &str, store: &str) -> String {
         self.names.changelog(processor, store)
+    }
+
+    /// Order items and sellers re-keyed by seller_id (seller-metrics' repartition step).
+    pub fn seller_repartition(&self) -> String {
+        self.names.repartition("seller-metrics", "by-seller")
     }
 }

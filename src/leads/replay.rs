@@ -3,21 +3,26 @@
 //! group rewound to the beginning; for `leads` the lead topic (its last-emitted store) and the
 //! gold table go too, and are rebuilt. The rebuild runs to the end of the inputs and exits;
 //! start the processor again afterwards. Rebuilt leads are announced again (`created`) on
-//! marketing.lead.processed.v1; seller-metrics republishes every seller (same values).
+//! marketing.lead.processed.v1; seller-metrics (both of its steps) republishes every seller (same values).
 
 
 use anyhow::{Context, Result};
 
 use super::names::LeadTopics;
-use super::{join, seller_metrics, LeadsConfig};
+use super::{join, seller_items, seller_metrics, LeadsConfig};
 use crate::kafka::admin;
 use crate::kafka::batch_producer::Delivery;
 
 pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &crate::lake::location::Lake, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig) -> Result<()> {
     match which {
         seller_metrics::PROCESSOR => {
-            let doomed = vec![topics.changelog(which, "items"), topics.changelog(which, "sellers")];
-            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
+            // Both steps start over: the aggregate's group is rewound while the repartition
+            // topic still exists (a group's offsets outlive a deleted topic), then its state,
+            // the repartition step's item state and the repartition topic itself go.
+            let doomed = vec![topics.changelog(which, "by-seller")];
+            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.seller_repartition()], &doomed).await?;
+            let doomed = vec![topics.changelog(seller_items::PROCESSOR, "items"), topics.seller_repartition()];
+            admin::reset_for_replay(brokers, &topics.names.group(seller_items::PROCESSOR), &[topics.order_items.clone(), topics.sellers.clone()], &doomed).await?;
             super::run_seller_metrics(brokers, registry_url, topics, delivery, cfg, true).await
         }
         join::PROCESSOR => {

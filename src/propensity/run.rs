@@ -118,9 +118,10 @@ pub async fn score(kind: ModelKind, brokers: &str, registry_url: &str, models: &
     let (input, output, key_schema, value_schema) = topics.of(kind);
     merge_sink::wait_for_topic(brokers, input).await?;
     let (out_key, out_value) = Registered::topic(&registry, output, key_schema, value_schema).await?;
-    processor::fence(brokers, &topics.names.group(&name), delivery).await?;
     let scorer = Scorer::new(kind, registry, models.to_path_buf(), input.to_string(), output.to_string(), out_key, out_value);
-    let mut lc = LoopConfig::namespaced(&name, brokers, scorer.inputs(), delivery, &topics.names);
+    // Stateless: instances share the group, each with its own transactional id.
+    let mut lc = LoopConfig { instance_id: crate::runtime::instance::id(), ..LoopConfig::namespaced(&name, brokers, scorer.inputs(), delivery, &topics.names) };
+    processor::fence(brokers, &lc.transactional_id(), delivery).await?;
     lc.batch_max = cfg.propensity_batch_max;
     lc.batch_ms = cfg.propensity_batch_ms;
     lc.stop_when_idle = stop_when_idle;

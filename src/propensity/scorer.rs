@@ -186,7 +186,7 @@ impl Transform for Scorer {
     async fn process(&mut self, rec: &InRecord<'_>) -> Result<Outcome> {
         // A deleted entity (tombstone): its score goes too.
         let Some(bytes) = rec.value else {
-            return Ok(Ok(rec.key.map(|k| vec![OutRecord { topic: self.output.clone(), key: k.to_vec(), value: None }]).unwrap_or_default()));
+            return Ok(Ok(rec.key.map(|k| vec![OutRecord { partition: None, topic: self.output.clone(), key: k.to_vec(), value: None }]).unwrap_or_default()));
         };
         let fields = match crate::avro::serialization::decode_or_reason(&self.registry, bytes).await? {
             Ok((_, Value::Record(fields))) => fields,
@@ -205,6 +205,6 @@ impl Transform for Scorer {
             ModelKind::Customers => "customer_id",
             ModelKind::Leads => "lead_id",
         };
-        Ok(Ok(vec![OutRecord { topic: self.output.clone(), key: self.out_key.encode(key(key_field, &id))?, value: Some(self.out_value.encode(value)?) }]))
+        Ok(Ok(vec![OutRecord { partition: None, topic: self.output.clone(), key: self.out_key.encode(key(key_field, &id))?, value: Some(self.out_value.encode(value)?) }]))
     }
 }

@@ -119,13 +119,13 @@ impl Deliverer {
     fn out_delivery(&self, topic: &str, d: &Delivery) -> Result<OutRecord> {
         let key = self.delivery.0.encode(d.key()).map_err(|e| anyhow::anyhow!("encoding a delivery key: {e}"))?;
         let value = self.delivery.1.encode(d.to_value()).map_err(|e| anyhow::anyhow!("encoding a delivery: {e}"))?;
-        Ok(OutRecord { topic: topic.to_string(), key, value: Some(value) })
+        Ok(OutRecord { partition: None, topic: topic.to_string(), key, value: Some(value) })
     }
 
     fn out_attempt(&self, a: &Attempt) -> Result<OutRecord> {
         let key = self.attempt.0.encode(a.key()).map_err(|e| anyhow::anyhow!("encoding an attempt key: {e}"))?;
         let value = self.attempt.1.encode(a.to_value()).map_err(|e| anyhow::anyhow!("encoding an attempt: {e}"))?;
-        Ok(OutRecord { topic: self.topics.attempts.clone(), key, value: Some(value) })
+        Ok(OutRecord { partition: None, topic: self.topics.attempts.clone(), key, value: Some(value) })
     }
 
 }

@@ -148,6 +148,6 @@ impl Transform for Intake {
         };
         let key = self.key.encode(event.key()).map_err(|e| anyhow::anyhow!("encoding the received key: {e}"))?;
         let value = self.value.encode(event.to_value()).map_err(|e| anyhow::anyhow!("encoding the received event: {e}"))?;
-        Ok(Ok(vec![OutRecord { topic: self.topics.received.clone(), key, value: Some(value) }]))
+        Ok(Ok(vec![OutRecord { partition: None, topic: self.topics.received.clone(), key, value: Some(value) }]))
     }
 }

@@ -77,7 +77,7 @@ pub async fn replay_dlq(brokers: &str, registry_url: &str, topics: &RelayTopics)
         *counts.entry(d.destination.clone()).or_insert(0u64) += 1;
         let k = key.encode(d.key()).map_err(|e| anyhow::anyhow!("encoding: {e}"))?;
         let v = value.encode(d.to_value()).map_err(|e| anyhow::anyhow!("encoding: {e}"))?;
-        records.push(OutRecord { topic: topics.requested.clone(), key: k, value: Some(v) });
+        records.push(OutRecord { partition: None, topic: topics.requested.clone(), key: k, value: Some(v) });
         next.insert(partition, offset + 1);
     }
     let producer = BatchProducer::new(brokers, &topics.names.group(GROUP), Guarantee::AtLeastOnce).await?;

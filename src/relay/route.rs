@@ -66,7 +66,7 @@ impl Transform for Router {
         for d in plan(&event, &self.config) {
             let key = self.key.encode(d.key()).map_err(|e| anyhow::anyhow!("encoding a delivery key: {e}"))?;
             let value = self.value.encode(d.to_value()).map_err(|e| anyhow::anyhow!("encoding a delivery: {e}"))?;
-            out.push(OutRecord { topic: self.requested.clone(), key, value: Some(value) });
+            out.push(OutRecord { partition: None, topic: self.requested.clone(), key, value: Some(value) });
         }
         Ok(Ok(out))
     }

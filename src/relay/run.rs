@@ -49,9 +49,10 @@ pub async fn run_intake(brokers: &str, registry_url: &str, topics: RelayTopics, 
         ],
     )
     .await?;
-    processor::fence(brokers, &topics.names.group(intake::PROCESSOR), delivery).await?;
+    // Stateless: instances share the group, each with its own transactional id.
+    let cfg = LoopConfig { batch_ms: 50, instance_id: crate::runtime::instance::id(), ..LoopConfig::namespaced(intake::PROCESSOR, brokers, vec![topics.marketing_events.clone()], delivery, &topics.names) };
+    processor::fence(brokers, &cfg.transactional_id(), delivery).await?;
     let transform = Intake::open(&registry, topics.clone()).await?;
-    let cfg = LoopConfig { batch_ms: 50, ..LoopConfig::namespaced(intake::PROCESSOR, brokers, vec![topics.marketing_events.clone()], delivery, &topics.names) };
     processor::run(cfg, transform).await.context(intake::PROCESSOR)
 }
 
@@ -68,9 +69,11 @@ pub async fn run_route(brokers: &str, registry_url: &str, topics: RelayTopics, d
     )
     .await?;
     let config = super::config_state::follow(brokers, &registry, &topics).await?;
-    processor::fence(brokers, &topics.names.group(PROCESSOR), delivery).await?;
+    // The configuration is a global table every instance reads whole: instances share the
+    // events' partitions, each with its own transactional id.
+    let cfg = LoopConfig { batch_ms: 50, instance_id: crate::runtime::instance::id(), ..LoopConfig::namespaced(PROCESSOR, brokers, vec![topics.received.clone()], delivery, &topics.names) };
+    processor::fence(brokers, &cfg.transactional_id(), delivery).await?;
     let transform = Router::open(&registry, config, &topics.requested).await?;
-    let cfg = LoopConfig { batch_ms: 50, ..LoopConfig::namespaced(PROCESSOR, brokers, vec![topics.received.clone()], delivery, &topics.names) };
     processor::run(cfg, transform).await.context(PROCESSOR)
 }
 

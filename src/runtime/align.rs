@@ -132,6 +132,14 @@ impl Inbox {
         self.at_end.remove(tp);
     }
 
+    /// Forget everything buffered and known (a rebalance: every partition starts again at its
+    /// committed offset). Returns the partitions flow control had paused, to resume.
+    pub fn clear(&mut self) -> Vec<Partition> {
+        let paused = self.paused.drain().collect();
+        *self = Inbox { cfg: self.cfg.clone(), rank: std::mem::take(&mut self.rank), ..Inbox::new(self.cfg.clone(), &[]) };
+        paused
+    }
+
     /// Forget the partitions no longer assigned (their new owner reads them from the commit).
     pub fn retain(&mut self, assigned: &HashSet<Partition>) {
         let gone: Vec<Partition> = self.queues.keys().filter(|tp| !assigned.contains(*tp)).cloned().collect();
@@ -336,5 +344,22 @@ mod tests {
         // a/0's only record goes; b/0 still holds 4 (over half the bound).
         assert_eq!(ib.release(10, &parts()).0.len(), 1);
         assert_eq!(ib.flow_control(), (vec![], vec![("a".to_string(), 0)]), "a/0 drained: it must fetch again");
+    }
+
+    #[test]
+    fn a_rebalance_forgets_every_buffered_record_and_hands_back_the_paused_partitions() {
+        let mut ib = Inbox::new(Alignment { max_idle: Duration::from_secs(1), max_buffered: 4 }, &["a".into(), "b".into()]);
+        for o in 0..4 {
+            ib.push(msg("a", 0, o, o));
+        }
+        assert_eq!(ib.flow_control().0, vec![("a".to_string(), 0)]);
+        assert_eq!(ib.clear(), vec![("a".to_string(), 0)]);
+        assert!(ib.is_empty() && ib.received(&("a".into(), 0)).is_none());
+        // Fetched again from the committed offset: taken as new, inputs ranked as before (a
+        // tie goes to the earlier input, a).
+        ib.push(msg("b", 0, 0, 5));
+        ib.push(msg("a", 0, 0, 5));
+        let (out, _) = ib.release(10, &parts());
+        assert_eq!(ids(&out), vec![("a".to_string(), 0, 0)]);
     }
 }

@@ -24,7 +24,7 @@ pub fn advance(progress: &Progress, topic: &str, partition: i32, next: i64) {
 /// Record the consumer's position as committed progress. Call it only when everything consumed
 /// is committed: the position also steps over transaction markers, which no record offset covers
 /// (without this a transactional topic shows a lag of one marker per partition forever).
-pub fn advance_to_position<C: rdkafka::consumer::Consumer>(progress: &Progress, consumer: &C) {
+pub fn advance_to_position<X: rdkafka::consumer::ConsumerContext, C: rdkafka::consumer::Consumer<X>>(progress: &Progress, consumer: &C) {
     let Ok(position) = consumer.position() else { return };
     for e in position.elements() {
         if let rdkafka::Offset::Offset(o) = e.offset() {

@@ -14,12 +14,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::align::{self, Alignment, Inbox, Partition};
+use super::align::{Alignment, Inbox, Partition};
+use super::partitions::{self, consumed_to_end, now_ms, release_aligned, resume_due, set_paused, Assignments, Consumer};
 use super::{health, lag, metrics::metrics, shutdown};
 use crate::kafka::batch_producer::{Delivery, OutRecord};
 use crate::kafka::dead_letters;
@@ -67,6 +68,16 @@ pub trait Transform: Send {
     fn end_batch(&mut self) -> impl std::future::Future<Output = Result<Vec<OutRecord>>> + Send {
         async { Ok(vec![]) }
     }
+
+    /// Called before the first batch after the consumer group assigned partitions (at start
+    /// and after every rebalance), with every input partition this instance now owns. A
+    /// processor whose state is partitioned like its input (`state::PartitionedStore`)
+    /// restores the state of exactly these partitions here and drops the rest. Rebalancing is
+    /// eager: each assignment resumes every partition from its committed offset, which the
+    /// committed changelog matches, so restoring all of them is always right.
+    fn assigned(&mut self, _partitions: &[Partition]) -> impl std::future::Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -75,8 +86,11 @@ pub struct LoopConfig {
     pub processor: String,
     pub brokers: String,
     pub inputs: Vec<String>,
-    /// Consumer group and transactional id (namespaced by the caller).
+    /// Consumer group (namespaced by the caller); the transactional id too, with the instance.
     pub group_id: String,
+    /// This instance's id for a processor that several instances run (`runtime::instance`):
+    /// its transactional id is then `<group>-<instance>`. None: the group id.
+    pub instance_id: Option<String>,
     pub dead_letter_topic: String,
     pub delivery: Delivery,
     pub batch_max: usize,
@@ -90,6 +104,10 @@ pub struct LoopConfig {
 }
 
 impl LoopConfig {
+    pub fn transactional_id(&self) -> String {
+        super::instance::transactional_id(&self.group_id, self.instance_id.as_deref())
+    }
+
     /// A loop whose group, transactional id and dead-letter topic carry the namespace of `names`.
     pub fn namespaced(processor: &str, brokers: &str, inputs: Vec<String>, delivery: Delivery, names: &crate::topology::names::TopicNames) -> Self {
         LoopConfig { group_id: names.group(processor), dead_letter_topic: names.dead_letters(processor), ..Self::new(processor, brokers, inputs, delivery) }
@@ -101,6 +119,7 @@ impl LoopConfig {
             brokers: brokers.to_string(),
             inputs,
             group_id: format!("funnel-{processor}"),
+            instance_id: None,
             dead_letter_topic: dead_letters::topic_for(processor),
             delivery,
             batch_max: 5000,
@@ -114,11 +133,12 @@ impl LoopConfig {
 pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> {
     let p = cfg.processor.as_str();
     health::report(p, "starting", "");
-    let consumer: StreamConsumer = consumer_config(&cfg.brokers, &cfg.group_id).create()?;
+    let consumer: Consumer = consumer_config(&cfg.brokers, &cfg.group_id).create_with_context(Assignments::default())?;
     let refs: Vec<&str> = cfg.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).with_context(|| format!("subscribing to {:?}", cfg.inputs))?;
     let transactional = cfg.delivery == Delivery::ExactlyOnce;
-    let producer: FutureProducer = producer_config(&cfg.brokers, transactional.then_some(cfg.group_id.as_str())).create()?;
+    let tid = cfg.transactional_id();
+    let producer: FutureProducer = producer_config(&cfg.brokers, transactional.then_some(tid.as_str())).create()?;
     if transactional {
         let pr = producer.clone();
         tokio::task::spawn_blocking(move || pr.init_transactions(Duration::from_secs(60))).await?.context("init_transactions")?;
@@ -126,7 +146,9 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
     let progress: lag::Progress = Default::default();
     lag::spawn_reporter(p, &cfg.brokers, &progress)?;
     health::report(p, "running", cfg.inputs.join(","));
-    tracing::info!(processor = p, inputs = ?cfg.inputs, delivery = cfg.delivery.as_str(), "processor running");
+    tracing::info!(processor = p, inputs = ?cfg.inputs, delivery = cfg.delivery.as_str(), instance = cfg.instance_id.as_deref().unwrap_or(""), "processor running");
+    // The group assignment the transform was last told of (`Transform::assigned`).
+    let mut handed = 0;
 
     // Partitions stopped at a record that is not due yet: (topic, partition) → (offset, due ms).
     let mut waiting: HashMap<(String, i32), (i64, i64)> = HashMap::new();
@@ -141,6 +163,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
     };
     let mut inbox = cfg.align.clone().map(|a| Inbox::new(bounded_idle(a), &cfg.inputs));
     let mut throttle = super::throttle::Throttle::from_env()?;
+    let loop_started = Instant::now();
     while !shutdown::requested() {
         resume_due(&consumer, &mut waiting);
         if let Some(t) = &mut throttle {
@@ -150,6 +173,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         let mut batch = vec![];
         let mut polled = 0;
         let started = Instant::now();
+        let mut assignment = consumer.context().count();
         // Waiting for a partition behind: take everything the window brings (what is waited
         // for may sit behind other partitions' records in the consumer's queue).
         let cap = if inbox.as_ref().is_some_and(Inbox::blocked) { usize::MAX } else { cfg.batch_max };
@@ -162,6 +186,16 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                     tracing::warn!(processor = p, error = %e, "consume error");
                 }
                 Ok(Ok(m)) => {
+                    // A rebalance inside recv(): what was collected before it is stale (each
+                    // partition starts again at its committed offset); `m` came after it.
+                    if consumer.context().count() != assignment {
+                        assignment = consumer.context().count();
+                        batch.clear();
+                        polled = 0;
+                        if let Some(inbox) = &mut inbox {
+                            set_paused(&consumer, &inbox.clear(), false);
+                        }
+                    }
                     // A waiting partition's records are read again from its stop once resumed.
                     let tp = (m.topic().to_string(), m.partition());
                     if throttle.as_mut().is_some_and(|t| t.note(&tp)) {
@@ -177,13 +211,34 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
                 }
             }
         }
+        if consumer.context().count() != assignment {
+            // The rebalance came with the last, empty recv().
+            batch.clear();
+            if let Some(inbox) = &mut inbox {
+                set_paused(&consumer, &inbox.clear(), false);
+            }
+        }
+        let now_assigned = consumer.context().count();
+        if now_assigned != handed {
+            let parts = partitions::assigned(&consumer)?;
+            // librdkafka keeps a partition paused across a rebalance, but the inbox forgets
+            // the pauses of partitions revoked (an eager rebalance revokes all before it
+            // assigns): resume every assigned partition not waiting for a due record, or one
+            // paused by flow control is never fetched again (`funnel bench scale-out` stalled).
+            let resume: Vec<Partition> = parts.iter().filter(|tp| !waiting.contains_key(*tp)).cloned().collect();
+            set_paused(&consumer, &resume, false);
+            let t = Instant::now();
+            transform.assigned(&parts).await.with_context(|| format!("{p}: taking over partitions {parts:?}"))?;
+            tracing::info!(processor = p, partitions = parts.len(), ms = t.elapsed().as_millis() as u64, "assigned partitions handed to the transform");
+            handed = now_assigned;
+        }
         if let Some(inbox) = &mut inbox {
             batch = release_aligned(p, &consumer, inbox, &waiting, cfg.batch_max, started.elapsed())?;
         }
         if batch.is_empty() {
             if inbox.as_ref().is_none_or(Inbox::is_empty) {
                 lag::advance_to_position(&progress, &consumer);
-                if cfg.stop_when_idle && consumed_to_end(&consumer)? {
+                if cfg.stop_when_idle && consumed_to_end(&consumer, &cfg.inputs, loop_started.elapsed() > Duration::from_secs(10))? {
                     break;
                 }
             }
@@ -275,129 +330,6 @@ pub async fn fence(brokers: &str, group_id: &str, delivery: Delivery) -> Result<
         .with_context(|| format!("fencing the previous instance of {group_id} (init_transactions)"))
 }
 
-/// Whether the consumer has partitions and its position reached the end of each.
-fn consumed_to_end(consumer: &StreamConsumer) -> Result<bool> {
-    let assigned = consumer.assignment().context("assignment")?;
-    if assigned.count() == 0 {
-        return Ok(false);
-    }
-    let parts: Vec<(String, i32)> = assigned.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-    let marks = crate::kafka::watermarks(consumer, &parts)?;
-    let position = consumer.position().context("position")?;
-    let committed = consumer.committed(Duration::from_secs(10)).context("committed offsets")?;
-    Ok(marks.iter().all(|(t, p, lo, hi)| {
-        let at = |tpl: &TopicPartitionList| match tpl.find_partition(t, *p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o >= *hi,
-            _ => false,
-        };
-        lo == hi || at(&position) || at(&committed)
-    }))
-}
-
-/// The next records in event-time order (see `align`): releases what the buffer allows,
-/// asks the broker about the partitions holding it back, releases again, and pauses or
-/// resumes partitions to keep the buffer bounded. A failed watermark query releases nothing
-/// more this round (the broker may be down): the next round asks again.
-fn release_aligned(p: &str, consumer: &StreamConsumer, inbox: &mut Inbox, waiting: &HashMap<Partition, (i64, i64)>, max: usize, polled: Duration) -> Result<Vec<rdkafka::message::OwnedMessage>> {
-    let assignment = consumer.assignment().context("assignment")?;
-    let assigned: std::collections::HashSet<Partition> = assignment.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-    inbox.retain(&assigned);
-    let mut parts: Vec<Partition> = assigned.iter().filter(|tp| !waiting.contains_key(*tp)).cloned().collect();
-    parts.sort();
-    let (mut out, stop) = inbox.release(max, &parts);
-    if let align::Stop::Waiting(behind) = stop {
-        match tokio::task::block_in_place(|| behind_positions(consumer, inbox, &behind)) {
-            Ok(marks) => {
-                for (tp, next, lo, hi) in marks {
-                    if inbox.observe(&tp, next, lo, hi, polled) {
-                        metrics().alignment_gave_up.with_label_values(&[p, &tp.0]).inc();
-                        tracing::info!(processor = p, topic = tp.0, partition = tp.1, next = ?next, high = hi, "alignment: a partition stayed behind longer than the idle time; going on without it");
-                    }
-                }
-                let (more, _) = inbox.release(max.saturating_sub(out.len()), &parts);
-                out.extend(more);
-            }
-            Err(e) => tracing::warn!(processor = p, error = %format!("{e:#}"), "alignment: watermark query failed; holding back"),
-        }
-    }
-    let (pause, resume) = inbox.flow_control();
-    set_paused(consumer, &pause, true);
-    set_paused(consumer, &resume, false);
-    Ok(out)
-}
-
-/// Pause or resume partitions (flow control, throttling); a partition no longer assigned is
-/// not an error worth more than a debug line.
-fn set_paused(consumer: &StreamConsumer, parts: &[Partition], pause: bool) {
-    if parts.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (t, part) in parts {
-        tpl.add_partition(t, *part);
-    }
-    let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
-    if let Err(e) = r {
-        tracing::debug!(error = %e, pause, "pausing/resuming partitions");
-    }
-}
-
-/// For each partition holding the release back: its next offset (consumer position, the
-/// last record received, or the committed offset when none arrived) and its watermarks.
-fn behind_positions(consumer: &StreamConsumer, inbox: &Inbox, behind: &[Partition]) -> Result<Vec<(Partition, Option<i64>, i64, i64)>> {
-    let marks = crate::kafka::watermarks(consumer, behind)?;
-    let position = consumer.position().context("position")?;
-    let offset_in = |tpl: &TopicPartitionList, tp: &Partition| match tpl.find_partition(&tp.0, tp.1).map(|e| e.offset()) {
-        Some(Offset::Offset(o)) => Some(o),
-        _ => None,
-    };
-    let mut next: HashMap<Partition, i64> = HashMap::new();
-    for tp in behind {
-        if let Some(o) = offset_in(&position, tp).max(inbox.received(tp)) {
-            next.insert(tp.clone(), o);
-        }
-    }
-    let unknown: Vec<&Partition> = behind.iter().filter(|tp| !next.contains_key(*tp)).collect();
-    if !unknown.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for (t, part) in &unknown {
-            tpl.add_partition(t, *part);
-        }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).context("committed offsets")?;
-        for tp in unknown {
-            if let Some(o) = offset_in(&committed, tp) {
-                next.insert(tp.clone(), o);
-            }
-        }
-    }
-    Ok(marks.into_iter().map(|(t, part, lo, hi)| {
-        let tp = (t, part);
-        let n = next.get(&tp).copied();
-        (tp, n, lo, hi)
-    }).collect())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
-
-/// Resume the waiting partitions whose stop record is due (a partition no longer assigned
-/// after a rebalance is simply forgotten: its new owner reads it from the committed offset).
-fn resume_due(consumer: &StreamConsumer, waiting: &mut HashMap<(String, i32), (i64, i64)>) {
-    let now = now_ms();
-    waiting.retain(|(t, p), (_, due)| {
-        if *due > now {
-            return true;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(t, *p);
-        if let Err(e) = consumer.resume(&tpl) {
-            tracing::debug!(topic = t, partition = p, error = %e, "resuming a waiting partition");
-        }
-        false
-    });
-}
-
 /// Positions after one batch: the next offset per input partition, and the partitions stopped
 /// at a record that is not due ((topic, partition) → (its offset, due ms)).
 type BatchPositions = (HashMap<(String, i32), i64>, HashMap<(String, i32), (i64, i64)>);
@@ -410,6 +342,9 @@ async fn process_batch<T: Transform>(cfg: &LoopConfig, transform: &mut T, produc
     let send = |pending: &mut Vec<rdkafka::producer::DeliveryFuture>, out: &OutRecord, id: &str| -> Result<()> {
         let headers = OwnedHeaders::new().insert(Header { key: IDEMPOTENCY_HEADER, value: Some(id.as_bytes()) });
         let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&out.topic).key(out.key.as_slice()).headers(headers);
+        if let Some(part) = out.partition {
+            r = r.partition(part);
+        }
         if let Some(v) = &out.value {
             r = r.payload(v);
         }
@@ -467,6 +402,6 @@ pub struct Passthrough {
 
 impl Transform for Passthrough {
     async fn process(&mut self, rec: &InRecord<'_>) -> Result<Outcome> {
-        Ok(Ok(vec![OutRecord { topic: self.to.clone(), key: rec.key.unwrap_or_default().to_vec(), value: rec.value.map(<[u8]>::to_vec) }]))
+        Ok(Ok(vec![OutRecord { partition: None, topic: self.to.clone(), key: rec.key.unwrap_or_default().to_vec(), value: rec.value.map(<[u8]>::to_vec) }]))
     }
 }

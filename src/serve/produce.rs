@@ -49,7 +49,7 @@ pub fn records_from_json(topic: &str, records: &[JsonValue], key: (u32, &apache_
             None | Some(JsonValue::Null) => None,
             Some(v) => Some(encode_json(v, value.0, value.1).map_err(|e| format!("record {i}: value does not match {}: {e}", subject(topic, false)))?),
         };
-        framed.push(OutRecord { topic: topic.to_string(), key, value });
+        framed.push(OutRecord { partition: None, topic: topic.to_string(), key, value });
     }
     Ok(framed)
 }

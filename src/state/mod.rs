@@ -18,6 +18,9 @@ use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::batch_producer::OutRecord;
 use crate::kafka::{consumer_config, reached, remaining_ends};
 
+pub mod partitioned;
+pub use partitioned::PartitionedStore;
+
 pub struct ChangelogStore {
     pub topic: String,
     map: HashMap<Vec<u8>, Vec<u8>>,
@@ -67,14 +70,14 @@ impl ChangelogStore {
         if self.map.get(&key) == Some(&value) {
             return;
         }
-        out.push(OutRecord { topic: self.topic.clone(), key: key.clone(), value: Some(value.clone()) });
+        out.push(OutRecord { partition: None, topic: self.topic.clone(), key: key.clone(), value: Some(value.clone()) });
         self.map.insert(key, value);
     }
 
     /// Remove `key`; a tombstone goes to `out` when it was present.
     pub fn delete(&mut self, key: &[u8], out: &mut Vec<OutRecord>) {
         if self.map.remove(key).is_some() {
-            out.push(OutRecord { topic: self.topic.clone(), key: key.to_vec(), value: None });
+            out.push(OutRecord { partition: None, topic: self.topic.clone(), key: key.to_vec(), value: None });
         }
     }
 }
@@ -82,11 +85,17 @@ impl ChangelogStore {
 /// Read every committed record of `topic` from the beginning to the end it has now, in
 /// offset order per partition; `f(key, value)` with `None` for tombstones. Returns the count.
 pub fn read_topic(brokers: &str, topic: &str, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<u64> {
+    let all: Vec<i32> = (0..admin::partition_count(brokers, topic)?).collect();
+    read_partitions(brokers, topic, &all, |_, k, v| f(k, v))
+}
+
+/// `read_topic` for some partitions only: `f(partition, key, value)`.
+pub fn read_partitions(brokers: &str, topic: &str, partitions: &[i32], mut f: impl FnMut(i32, &[u8], Option<&[u8]>)) -> Result<u64> {
     // Partitions are assigned, not subscribed: the group id is never joined or committed.
     let consumer: BaseConsumer = consumer_config(brokers, "funnel-restore").create().context("creating restore consumer")?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..admin::partition_count(brokers, topic)? {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     let ends = remaining_ends(&consumer, &tpl)?;
     if ends.is_empty() {
@@ -98,7 +107,7 @@ pub fn read_topic(brokers: &str, topic: &str, mut f: impl FnMut(&[u8], Option<&[
     loop {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                f(m.key().unwrap_or_default(), m.payload());
+                f(m.partition(), m.key().unwrap_or_default(), m.payload());
                 count += 1;
                 last_progress = Instant::now();
             }

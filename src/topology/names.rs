@@ -41,6 +41,11 @@ impl TopicNames {
     pub fn changelog(&self, processor: &str, store: &str) -> String {
         self.owned(&format!("_funnel.{processor}.{store}.changelog"))
     }
+
+    /// Repartition topic of a processor: its input re-keyed by the key of its state.
+    pub fn repartition(&self, processor: &str, name: &str) -> String {
+        self.owned(&format!("_funnel.{processor}.{name}.repartition"))
+    }
 }
 
 #[derive(clap::Args, Clone, Debug)]

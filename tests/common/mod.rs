@@ -297,11 +297,21 @@ impl Case {
     /// slows the pipeline down and fails. Between checks the wait is at least as long as
     /// the check took, so the checker never takes more than half a core.
     pub async fn wait_checks_equal_when_quiet(&self, what: &str, tables: &[&str], extra: &[&str], timeout: Duration, log: &str, quiet: &[String]) -> Vec<Json> {
+        self.wait_checks_equal_when_settled(what, tables, extra, timeout, log, &[], quiet).await
+    }
+
+    /// `wait_checks_equal_when_quiet`, each check also only once every `(group, topics)` of
+    /// `caught_up` has committed its inputs to their end: outputs that stand still while the
+    /// processor restores its state after a kill are not the final ones.
+    pub async fn wait_checks_equal_when_settled(&self, what: &str, tables: &[&str], extra: &[&str], timeout: Duration, log: &str, caught_up: &[(String, Vec<String>)], quiet: &[String]) -> Vec<Json> {
         let deadline = Instant::now() + timeout;
         let n = |r: &Json, k: &str| r.get(k).and_then(Json::as_i64).unwrap_or(-1);
         loop {
+            for (group, topics) in caught_up {
+                self.wait_group_caught_up(group, topics, deadline).await;
+            }
             if !quiet.is_empty() {
-                self.wait_topics_quiet(quiet, Duration::from_secs(5), deadline).await;
+                self.wait_topics_quiet(quiet, QUIET, deadline).await;
             }
             let t0 = Instant::now();
             let r = self.check_with(what, tables, extra);
@@ -311,24 +321,92 @@ impl Case {
             }
             let counts: Vec<String> = r.iter().map(|r| format!("{}: missing {} extra {} different {}", r.get("check").or(r.get("table")).unwrap_or(&Json::Null), n(r, "missing"), n(r, "extra"), n(r, "different"))).collect();
             eprintln!("{what} check took {:.1} s, not equal yet ({})", took.as_secs_f64(), counts.join("; "));
-            let log = self.log(log);
-            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-            assert!(Instant::now() < deadline, "{what} {tables:?} never matched the reference: {r:?}\n{}", tail.join("\n"));
+            if Instant::now() >= deadline {
+                // `log` may name several processes, comma-separated: each one's tail.
+                let tails: Vec<String> = log
+                    .split(',')
+                    .map(|name| {
+                        let text = self.log(name);
+                        let tail: Vec<&str> = text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                        format!("── {name} ──\n{}", tail.join("\n"))
+                    })
+                    .collect();
+                panic!("{what} {tables:?} never matched the reference: {r:?}\n{}", tails.join("\n"));
+            }
             tokio::time::sleep(took.max(Duration::from_secs(2))).await;
         }
     }
 
-    /// Wait until the high watermarks of every partition of `topics` stayed the same for
-    /// `still`, or until `deadline` (the caller's check then reports what is missing).
-    pub async fn wait_topics_quiet(&self, topics: &[String], still: Duration, deadline: Instant) {
+    /// The sum of the ends (high watermarks) of every partition of `topic`.
+    pub fn topic_end(&self, topic: &str) -> i64 {
         use rdkafka::consumer::BaseConsumer;
         let consumer: BaseConsumer = funnel::kafka::client_config(&self.stack.brokers).create().expect("consumer for watermarks");
+        let n = funnel::kafka::admin::partition_count(&self.stack.brokers, topic).unwrap_or(0);
+        let parts: Vec<(String, i32)> = (0..n).map(|p| (topic.to_string(), p)).collect();
+        funnel::kafka::watermarks(&consumer, &parts).map(|w| w.iter().map(|(_, _, _, hi)| hi).sum()).unwrap_or(0)
+    }
+
+    /// Wait until consumer group `group` has committed every partition of `topics` up to its
+    /// end, or until `deadline`. Its inputs are written in transactions, so a partition read
+    /// to its end still shows one offset of lag: the commit marker after its last record;
+    /// an unread record shows two or more.
+    pub async fn wait_group_caught_up(&self, group: &str, topics: &[String], deadline: Instant) {
+        use rdkafka::consumer::{BaseConsumer, Consumer as _};
+        let consumer: BaseConsumer = funnel::kafka::client_config(&self.stack.brokers).set("group.id", group).create().expect("consumer for offsets");
         let mut parts = vec![];
         for t in topics {
             let n = funnel::kafka::admin::partition_count(&self.stack.brokers, t).unwrap_or(0);
             parts.extend((0..n).map(|p| (t.clone(), p)));
         }
-        let ends = |c: &BaseConsumer| funnel::kafka::watermarks(c, &parts).map(|w| w.into_iter().map(|(_, _, _, hi)| hi).collect::<Vec<_>>()).ok();
+        let behind = |c: &BaseConsumer| -> Option<i64> {
+            let ends = funnel::kafka::watermarks(c, &parts).ok()?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for (t, p) in &parts {
+                tpl.add_partition(t, *p);
+            }
+            let committed = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+            let mut behind = 0;
+            for (t, p, _, hi) in ends {
+                let at = match committed.find_partition(&t, p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(o)) => o,
+                    _ => 0,
+                };
+                if hi - at > 1 {
+                    behind += hi - at;
+                }
+            }
+            Some(behind)
+        };
+        while Instant::now() < deadline {
+            if behind(&consumer) == Some(0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Wait until the high watermarks of every partition of `topics` stayed the same for
+    /// `still`, or until `deadline` (the caller's check then reports what is missing). A
+    /// `topics` entry naming a directory of this case's lake (`gold/c360`) waits for that
+    /// Delta table's log instead: no new commit for `still`.
+    pub async fn wait_topics_quiet(&self, topics: &[String], still: Duration, deadline: Instant) {
+        use rdkafka::consumer::BaseConsumer;
+        let consumer: BaseConsumer = funnel::kafka::client_config(&self.stack.brokers).create().expect("consumer for watermarks");
+        let mut parts = vec![];
+        let mut logs = vec![];
+        for t in topics {
+            if t.contains('/') {
+                logs.push(self.lake.path().join(t).join("_delta_log"));
+                continue;
+            }
+            let n = funnel::kafka::admin::partition_count(&self.stack.brokers, t).unwrap_or(0);
+            parts.extend((0..n).map(|p| (t.clone(), p)));
+        }
+        let ends = |c: &BaseConsumer| {
+            let mut ends = funnel::kafka::watermarks(c, &parts).map(|w| w.into_iter().map(|(_, _, _, hi)| hi).collect::<Vec<_>>()).ok()?;
+            ends.extend(logs.iter().map(|d| std::fs::read_dir(d).map(|r| r.count() as i64).unwrap_or(-1)));
+            Some(ends)
+        };
         let mut last = ends(&consumer);
         let mut since = Instant::now();
         while since.elapsed() < still && Instant::now() < deadline {
@@ -342,11 +420,28 @@ impl Case {
     }
 }
 
+/// How long the outputs must stand still before a check of the real data: longer than
+/// the pauses of a loaded engine between batches (5 s was not, and each premature check
+/// of the olist customers cost a core for one to two minutes).
+const QUIET: Duration = Duration::from_secs(15);
+
 impl Drop for Case {
     fn drop(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A failed test's process logs outlive its temporary lake, for the post-mortem.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join("funnel-failed-tests").join(&self.prefix);
+            if std::fs::create_dir_all(&keep).is_ok() {
+                for entry in std::fs::read_dir(self.lake.path()).into_iter().flatten().flatten() {
+                    if entry.path().extension().is_some_and(|e| e == "log") {
+                        let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
+                    }
+                }
+                eprintln!("process logs kept in {}", keep.display());
+            }
         }
     }
 }
