@@ -328,8 +328,10 @@ pub(crate) enum CdcAction {
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
     /// Processors: cdc, bronze, loader (silver staging, load events and the data-loader
-    /// API on --http-port), seller-metrics, leads (MQLs ⟕ deals ⟕ seller metrics →
-    /// marketing.lead.v1), leads-gold (marketing.lead.v1 → gold m_dim.lead), domain (olist CDC →
+    /// API on --http-port), seller-metrics (its repartition step by seller and the aggregate),
+    /// leads (its repartition step by lead and the join MQLs ⟕ deals ⟕ seller metrics →
+    /// marketing.lead.v1; both seller-metrics and leads run as N instances with distinct
+    /// --instance-id), leads-gold (marketing.lead.v1 → gold m_dim.lead), domain (olist CDC →
     /// dom.customer.profile.upsert.v1, dom.order.created/updated.v1), c360 (the SQL of
     /// sql/c360/ → enriched orders, consolidated customers, segments), lake (silver
     /// c360.customer / c360.order, gold c360), cache (consolidated customers → Redis), relay
@@ -353,10 +355,10 @@ pub(crate) struct RunArgs {
     pub(crate) until_caught_up: bool,
     /// This process's name among several instances of the same processors (a stable,
     /// unique id per instance, e.g. the pod name). Processors that can share their
-    /// consumer group — seller-metrics (state partitioned like its input), propensity,
+    /// consumer group — seller-metrics and leads (state partitioned like their inputs), propensity,
     /// the relay's intake and router (stateless) — then use the transactional id
     /// `<group>-<instance>`: instances do not fence each other, and a restarted instance
-    /// fences only its own previous run. c360, domain and leads hold their whole state in
+    /// fences only its own previous run. c360 and domain hold their whole state in
     /// one instance and ignore it (with a warning). Unset: one instance.
     #[arg(long = "instance-id", env = "FUNNEL_INSTANCE_ID")]
     pub(crate) instance_id: Option<String>,

@@ -126,7 +126,7 @@ async fn registry_outage_pauses_processors_and_dead_letters_nothing() {
         assert_eq!(health["status"], "ok", "{log} healthy again: {health}");
         assert_eq!(dead_letter_metric(&http, *port).await, 0.0, "{log} dead-lettered records during the outage");
     }
-    for p in ["seller-metrics", "leads", "leads-gold", "domain", "c360", "lake", "cache"] {
+    for p in ["seller-metrics-repartition", "seller-metrics", "leads-repartition", "leads", "leads-gold", "domain", "c360", "lake", "cache"] {
         let topic = format!("{}.{}", case.prefix, funnel::kafka::dead_letters::topic_for(p));
         assert_eq!(dead_letters(&case, &topic), 0, "{topic}");
     }

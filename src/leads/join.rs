@@ -2,66 +2,90 @@
 //! (compacted, one record per lead) and a `marketing.lead.processed.v1` event per lead whose
 //! row changed.
 //!
+//! Its input is leads' repartition topic (`lead_inputs`: MQL and deal changes keyed by
+//! mql_id), so its state is partitioned like that topic: an instance holds the MQLs, deals
+//! and last emitted rows of the leads of its assigned partitions only (`PartitionedStore`,
+//! restored on every assignment), and the lead topic follows the same partitions (the lead
+//! of repartition partition p is written to partition p of the lead topic, which is its
+//! last-emitted store). The seller metrics are joined by a deal's seller, a key unrelated to
+//! the lead's: every instance reads them whole (`GlobalTable`).
+//!
 //! Incremental: a change marks only the leads it can affect (an MQL or deal: its lead; a
-//! seller's metrics: the leads whose deal names that seller, through an index) and only those
-//! are recomputed at the end of the batch. The last emitted row of every lead is the lead
-//! topic itself (restored from it at start): a recomputed row equal to it is not emitted, so
-//! an unchanged lead never gets a second processed event. Inputs are kept in stores with
-//! compacted changelogs; MQL and deal changes not newer (by source position) than what the
-//! store holds are re-sends and are skipped.
+//! seller's metrics: this instance's leads whose deal names that seller, through an index)
+//! and only those are recomputed at the end of the batch. A recomputed row equal to the last
+//! emitted one is not emitted, so an unchanged lead never gets a second processed event.
+//! After every assignment each owned lead is recomputed once against the seller metrics as
+//! read now: the global table's position is this process's own, so a lead whose seller
+//! changed while another instance (or a killed run) held it is brought up to date, and one
+//! already up to date emits nothing. MQL and deal changes not newer (by source position) than
+//! what the store holds are re-sends and are skipped; deletes stay in the store with their
+//! position, so an older change re-sent after a delete never brings a lead back.
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use apache_avro::types::Value;
 
 use super::lead::{Deal, Lead, Mql, SellerMetrics};
+use super::lead_inputs::{self, Source};
 use super::names::LeadTopics;
 use crate::avro::value::{double, field, long, nullable};
 use crate::avro::{serialization, Registered};
 use crate::cdc::change::{ChangeDecoder, Position};
 use crate::kafka::batch_producer::OutRecord;
 use crate::registry::RegistryClient;
+use crate::runtime::align::Partition;
 use crate::runtime::processor::{InRecord, Outcome, Transform};
-use crate::state::ChangelogStore;
+use crate::state::{GlobalTable, PartitionedStore};
 
 pub const PROCESSOR: &str = "leads";
 
 pub struct LeadsTransform {
     registry: RegistryClient,
     decoder: ChangeDecoder,
+    codec: lead_inputs::Codec,
     topics: LeadTopics,
     lead_key: Registered,
     lead_value: Registered,
     processed_key: Registered,
     processed_value: Registered,
-    mql_store: ChangelogStore,
-    deal_store: ChangelogStore,
-    seller_store: ChangelogStore,
-    /// The lead topic: the last row emitted per lead.
-    emitted: ChangelogStore,
+    /// Repartition key → the MQL's latest CDC value (a delete included), per partition.
+    mql_store: PartitionedStore,
+    deal_store: PartitionedStore,
+    /// The lead topic: the last row emitted per lead, per partition.
+    emitted: PartitionedStore,
+    seller_table: GlobalTable,
+    /// Seller metrics records read from the global table, not yet applied.
+    seller_updates: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     mqls: HashMap<String, (Mql, Position)>,
     deals: HashMap<String, (Deal, Position)>,
     deleted: HashMap<(bool, String), Position>,
     sellers: HashMap<String, SellerMetrics>,
-    /// seller_id → leads whose deal names it.
+    /// seller_id → this instance's leads whose deal names it.
     seller_leads: HashMap<String, HashSet<String>>,
+    /// lead → its partition (of the repartition and the lead topic).
+    partition_of: HashMap<String, i32>,
     dirty: HashSet<String>,
 }
 
 impl LeadsTransform {
+    /// Register the schemas, read the seller metrics whole and open the state (restored when
+    /// partitions are assigned). The repartition topic must exist.
     pub async fn open(brokers: &str, registry: &RegistryClient, topics: LeadTopics) -> Result<Self> {
         use super::schemas as s;
         let (lead_key, lead_value) = Registered::topic(registry, &topics.lead, s::LEAD_KEY, s::LEAD_VALUE).await?;
         let (processed_key, processed_value) = Registered::topic(registry, &topics.lead_processed, s::LEAD_KEY, s::LEAD_PROCESSED_VALUE).await?;
         crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.lead_processed.clone(), partitions: 3, compact: false }]).await?;
+        let input = topics.lead_repartition();
         let mut t = LeadsTransform {
             registry: registry.clone(),
             decoder: ChangeDecoder::new(registry),
-            mql_store: ChangelogStore::open(brokers, &topics.changelog(PROCESSOR, "mqls"), 3).await?,
-            deal_store: ChangelogStore::open(brokers, &topics.changelog(PROCESSOR, "closed-deals"), 3).await?,
-            seller_store: ChangelogStore::open(brokers, &topics.changelog(PROCESSOR, "sellers"), 3).await?,
-            emitted: ChangelogStore::open(brokers, &topics.lead, 3).await?,
+            codec: lead_inputs::Codec::register(registry, &input).await?,
+            mql_store: PartitionedStore::open(brokers, &topics.changelog(PROCESSOR, "mqls"), &input).await?,
+            deal_store: PartitionedStore::open(brokers, &topics.changelog(PROCESSOR, "closed-deals"), &input).await?,
+            emitted: PartitionedStore::open(brokers, &topics.lead, &input).await?,
+            seller_table: GlobalTable::open(brokers, &topics.seller_metrics).await?,
+            seller_updates: vec![],
             topics,
             lead_key,
             lead_value,
@@ -72,40 +96,24 @@ impl LeadsTransform {
             deleted: HashMap::new(),
             sellers: HashMap::new(),
             seller_leads: HashMap::new(),
+            partition_of: HashMap::new(),
             dirty: HashSet::new(),
         };
-        for v in t.mql_store.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>() {
-            let c = t.decoder.decode(&v).await?.map_err(anyhow::Error::msg)?;
-            let id = c.text("mql_id").unwrap_or_default();
-            t.mqls.insert(id, (Mql::from_change(&c), c.pos));
-        }
-        for v in t.deal_store.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>() {
-            let c = t.decoder.decode(&v).await?.map_err(anyhow::Error::msg)?;
-            let id = c.text("mql_id").unwrap_or_default();
-            t.index_deal(&id, Deal::from_change(&c), c.pos);
-        }
-        for v in t.seller_store.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>() {
-            let (_, value) = serialization::decode(&t.registry, &v).await?;
+        for (_, v) in t.seller_table.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>() {
+            let (_, value) = serialization::decode(&t.registry, &v).await.context("seller metrics table")?;
             if let Some((id, m)) = seller_metrics(&value) {
                 t.sellers.insert(id, m);
             }
         }
-        tracing::info!(mqls = t.mqls.len(), deals = t.deals.len(), sellers = t.sellers.len(), leads = t.emitted.len(), "leads state restored");
         Ok(t)
     }
 
     pub fn inputs(&self) -> Vec<String> {
-        vec![self.topics.mqls.clone(), self.topics.closed_deals.clone(), self.topics.seller_metrics.clone()]
+        vec![self.topics.lead_repartition()]
     }
 
     fn index_deal(&mut self, id: &str, deal: Deal, pos: Position) {
-        if let Some((old, _)) = self.deals.get(id) {
-            if let Some(s) = &old.seller_id {
-                if let Some(set) = self.seller_leads.get_mut(s) {
-                    set.remove(id);
-                }
-            }
-        }
+        self.unindex_deal(id);
         if let Some(s) = &deal.seller_id {
             self.seller_leads.entry(s.clone()).or_default().insert(id.to_string());
         }
@@ -122,22 +130,9 @@ impl LeadsTransform {
         }
     }
 
-    /// Apply an MQL (is_deal = false) or closed-deal change to the stores; a change not newer
-    /// than the stored one is a re-send and only marks its lead for a (no-op) recompute.
-    async fn apply_cdc(&mut self, is_deal: bool, key: &[u8], bytes: &[u8], out: &mut Vec<OutRecord>) -> Result<Outcome> {
-        let c = match self.decoder.decode(bytes).await? {
-            Ok(c) => c,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        let Some(id) = c.text("mql_id") else { return Ok(Err("row without mql_id".into())) };
-        let known = if is_deal { self.deals.get(&id).map(|d| d.1) } else { self.mqls.get(&id).map(|m| m.1) }.or_else(|| self.deleted.get(&(is_deal, id.clone())).copied());
-        self.dirty.insert(id.clone());
-        if known.is_some_and(|p| p >= c.pos) {
-            return Ok(Ok(vec![]));
-        }
-        let store = if is_deal { &mut self.deal_store } else { &mut self.mql_store };
+    /// Set the in-memory view of one stored MQL or deal change (restore and live alike).
+    fn hold(&mut self, is_deal: bool, id: String, c: &crate::cdc::change::Change) {
         if c.is_delete() {
-            store.delete(key, out);
             self.deleted.insert((is_deal, id.clone()), c.pos);
             if is_deal {
                 self.unindex_deal(&id);
@@ -145,27 +140,67 @@ impl LeadsTransform {
                 self.mqls.remove(&id);
             }
         } else {
-            store.put(key.to_vec(), bytes.to_vec(), out);
             self.deleted.remove(&(is_deal, id.clone()));
             if is_deal {
-                self.index_deal(&id, Deal::from_change(&c), c.pos);
+                self.index_deal(&id, Deal::from_change(c), c.pos);
             } else {
-                self.mqls.insert(id, (Mql::from_change(&c), c.pos));
+                self.mqls.insert(id, (Mql::from_change(c), c.pos));
             }
         }
+    }
+
+    /// Apply an MQL or closed-deal change of partition `partition` to the stores; a change not
+    /// newer than the stored one is a re-send and only marks its lead for a (no-op) recompute.
+    async fn apply_cdc(&mut self, partition: i32, is_deal: bool, key: &[u8], bytes: &[u8], out: &mut Vec<OutRecord>) -> Result<Outcome> {
+        let c = match self.decoder.decode(bytes).await? {
+            Ok(c) => c,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let Some(id) = c.text("mql_id") else { return Ok(Err("row without mql_id".into())) };
+        let known = if is_deal { self.deals.get(&id).map(|d| d.1) } else { self.mqls.get(&id).map(|m| m.1) }.or_else(|| self.deleted.get(&(is_deal, id.clone())).copied());
+        self.partition_of.insert(id.clone(), partition);
+        self.dirty.insert(id.clone());
+        if known.is_some_and(|p| p >= c.pos) {
+            return Ok(Ok(vec![]));
+        }
+        // A delete is stored too, with its position (see the module comment).
+        let store = if is_deal { &mut self.deal_store } else { &mut self.mql_store };
+        store.put(partition, key.to_vec(), bytes.to_vec(), out)?;
+        self.hold(is_deal, id, &c);
         Ok(Ok(vec![]))
     }
 
-    fn seller_changed(&mut self, seller: &str) {
-        if let Some(leads) = self.seller_leads.get(seller) {
-            self.dirty.extend(leads.iter().cloned());
+    /// Apply the seller metrics read from the global table since the last batch.
+    async fn apply_seller_updates(&mut self) -> Result<()> {
+        for (key, value) in std::mem::take(&mut self.seller_updates) {
+            let id = match &value {
+                None => {
+                    // The seller was deleted: find it by its key.
+                    let (_, k) = serialization::decode(&self.registry, &key).await.context("seller metrics key")?;
+                    let Value::Record(f) = k else { anyhow::bail!("seller metrics key is not a record") };
+                    let Some(id) = crate::avro::value::text(field(&f, "seller_id")).map(str::to_string) else { anyhow::bail!("seller metrics key without seller_id") };
+                    self.sellers.remove(&id);
+                    id
+                }
+                Some(bytes) => {
+                    let (_, value) = serialization::decode(&self.registry, bytes).await.context("seller metrics")?;
+                    let Some((id, m)) = seller_metrics(&value) else { anyhow::bail!("{}: not a seller metrics record", self.topics.seller_metrics) };
+                    self.sellers.insert(id.clone(), m);
+                    id
+                }
+            };
+            if let Some(leads) = self.seller_leads.get(&id) {
+                self.dirty.extend(leads.iter().cloned());
+            }
         }
+        Ok(())
     }
 
     async fn emit(&mut self, id: &str, out: &mut Vec<OutRecord>) -> Result<()> {
+        let Some(&partition) = self.partition_of.get(id) else { anyhow::bail!("lead {id}: no partition known") };
         let key = self.lead_key.encode(Value::Record(vec![("lead_id".into(), Value::String(id.to_string()))]))?;
         let new = self.mqls.get(id).map(|(mql, _)| Lead::compute(id, mql, self.deals.get(id).map(|d| &d.0), |s| self.sellers.get(s).cloned()));
-        let old_bytes = self.emitted.get(&key).cloned();
+        let old_bytes = self.emitted.get(partition, &key).cloned();
         let (change, changed, closed, seller) = match (&new, &old_bytes) {
             (Some(lead), old_bytes) => {
                 let value = lead.to_value();
@@ -178,11 +213,11 @@ impl LeadsTransform {
                     None => None,
                 };
                 let changed = changed_fields(old.as_ref(), &value);
-                self.emitted.put(key.clone(), bytes, out);
+                self.emitted.put(partition, key.clone(), bytes, out)?;
                 (if old.is_some() { 1 } else { 0 }, changed, Some(lead.is_closed_deal.clone()), lead.seller_fk.clone())
             }
             (None, Some(_)) => {
-                self.emitted.delete(&key, out);
+                self.emitted.delete(partition, &key, out);
                 (2, vec![], None, None)
             }
             (None, None) => return Ok(()),
@@ -220,49 +255,72 @@ fn seller_metrics(v: &Value) -> Option<(String, SellerMetrics)> {
 
 impl Transform for LeadsTransform {
     async fn process(&mut self, rec: &InRecord<'_>) -> Result<Outcome> {
-        let key = rec.key.unwrap_or_default();
+        let Some(bytes) = rec.value else { return Ok(Err("lead input change without a value".into())) };
+        let (source, change) = match self.codec.decode(bytes).await? {
+            Ok(x) => x,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let mut out = vec![];
-        if rec.topic == self.topics.seller_metrics {
-            match rec.value {
-                None => {
-                    // The seller was deleted: find it by its key.
-                    let (_, k) = match serialization::decode(&self.registry, key).await {
-                        Ok(x) => x,
-                        Err(e) => return Ok(Err(format!("seller metrics key: {e}"))),
-                    };
-                    let Value::Record(f) = k else { return Ok(Err("seller metrics key is not a record".into())) };
-                    let Some(id) = crate::avro::value::text(field(&f, "seller_id")).map(str::to_string) else { return Ok(Err("seller metrics key without seller_id".into())) };
-                    self.sellers.remove(&id);
-                    self.seller_store.delete(key, &mut out);
-                    self.seller_changed(&id);
-                }
-                Some(bytes) => {
-                    let value = match serialization::decode(&self.registry, bytes).await {
-                        Ok((_, v)) => v,
-                        Err(e) => return Ok(Err(e.to_string())),
-                    };
-                    let Some((id, m)) = seller_metrics(&value) else { return Ok(Err("not a seller metrics record".into())) };
-                    self.sellers.insert(id.clone(), m);
-                    self.seller_store.put(key.to_vec(), bytes.to_vec(), &mut out);
-                    self.seller_changed(&id);
-                }
-            }
-            return Ok(Ok(out));
-        }
-        let Some(bytes) = rec.value else { return Ok(Ok(vec![])) };
-        let is_deal = rec.topic == self.topics.closed_deals;
-        match self.apply_cdc(is_deal, key, bytes, &mut out).await? {
+        match self.apply_cdc(rec.partition, source == Source::ClosedDeal, rec.key.unwrap_or_default(), &change, &mut out).await? {
             Ok(_) => Ok(Ok(out)),
             Err(reason) => Ok(Err(reason)),
         }
     }
 
+    /// Seller metrics changed since the last batch, or leads left to recompute after an
+    /// assignment: a batch without input records emits what follows.
+    fn has_work(&mut self) -> bool {
+        self.seller_updates.extend(self.seller_table.poll());
+        !self.seller_updates.is_empty() || !self.dirty.is_empty()
+    }
+
     async fn end_batch(&mut self) -> Result<Vec<OutRecord>> {
+        self.seller_updates.extend(self.seller_table.poll());
+        self.apply_seller_updates().await?;
         let mut out = vec![];
         let dirty: Vec<String> = self.dirty.drain().collect();
         for id in dirty {
-            self.emit(&id, &mut out).await?;
+            self.emit(&id, &mut out).await.with_context(|| format!("lead {id}"))?;
         }
         Ok(out)
     }
+
+    /// Restore the leads of exactly the assigned partitions, then mark every one of them for
+    /// a recompute against the seller metrics as this instance read them.
+    async fn assigned(&mut self, partitions: &[Partition]) -> Result<()> {
+        let mine: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        self.mql_store.assign(&mine).await?;
+        self.deal_store.assign(&mine).await?;
+        self.emitted.assign(&mine).await?;
+        self.mqls.clear();
+        self.deals.clear();
+        self.deleted.clear();
+        self.seller_leads.clear();
+        self.partition_of.clear();
+        self.dirty.clear();
+        for is_deal in [false, true] {
+            let store = if is_deal { &self.deal_store } else { &self.mql_store };
+            let stored: Vec<(i32, Vec<u8>)> = store.iter().map(|(p, _, v)| (p, v.clone())).collect();
+            for (p, v) in stored {
+                let c = self.decoder.decode(&v).await?.map_err(|e| anyhow::anyhow!("changelog {}: {e}", store_name(&self.topics, is_deal)))?;
+                let id = c.text("mql_id").unwrap_or_default();
+                self.partition_of.insert(id.clone(), p);
+                self.hold(is_deal, id, &c);
+            }
+        }
+        let emitted: Vec<(i32, Vec<u8>)> = self.emitted.iter().map(|(p, k, _)| (p, k.clone())).collect();
+        for (p, k) in emitted {
+            let (_, key) = serialization::decode(&self.registry, &k).await.with_context(|| format!("a key of {}", self.topics.lead))?;
+            let Value::Record(f) = key else { anyhow::bail!("{}: key is not a record", self.topics.lead) };
+            let Some(id) = crate::avro::value::text(field(&f, "lead_id")) else { anyhow::bail!("{}: key without lead_id", self.topics.lead) };
+            self.partition_of.insert(id.to_string(), p);
+        }
+        self.dirty.extend(self.partition_of.keys().cloned());
+        tracing::info!(partitions = ?mine, mqls = self.mqls.len(), deals = self.deals.len(), sellers = self.sellers.len(), leads = self.emitted.len(), "leads state restored");
+        Ok(())
+    }
+}
+
+fn store_name(topics: &LeadTopics, is_deal: bool) -> String {
+    topics.changelog(PROCESSOR, if is_deal { "closed-deals" } else { "mqls" })
 }

@@ -6,6 +6,7 @@
 
 pub mod join;
 pub mod lead;
+pub mod lead_inputs;
 pub mod names;
 pub mod replay;
 pub mod seller_items;
@@ -105,20 +106,49 @@ pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadT
     }
 }
 
-/// `funnel run leads`: the join of MQLs, closed deals and seller metrics into the lead topic
-/// (`leads-gold` writes the gold table from it).
+/// `funnel run leads`: both of its steps in this process — the repartition step (MQLs and
+/// closed deals re-keyed by mql_id) and the join of MQLs, closed deals and seller metrics
+/// into the lead topic (`leads-gold` writes the gold table from it). Each is a consumer group
+/// that N instances (distinct --instance-id) share. Live, they run side by side; bounded (a
+/// replay), the join starts once the first step consumed its inputs to their end.
 pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, delivery: Delivery, cfg: &LeadsConfig, stop_when_idle: bool) -> Result<()> {
+    use crate::kafka::admin::{ensure_topics, TopicSpec};
     let registry = RegistryClient::waiting_for(registry_url, join::PROCESSOR);
     for t in [&topics.mqls, &topics.closed_deals] {
         merge_sink::wait_for_topic(brokers, t).await?;
     }
-    crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
+    ensure_topics(brokers, &[
+        TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true },
+        TopicSpec { name: topics.lead_repartition(), partitions: topics.lead_partitions, compact: false },
+        TopicSpec { name: topics.lead.clone(), partitions: topics.lead_partitions, compact: true },
+    ])
+    .await?;
+    ensure_dead_letters(brokers, &topics, lead_inputs::PROCESSOR).await?;
     ensure_dead_letters(brokers, &topics, join::PROCESSOR).await?;
-    crate::runtime::instance::single(join::PROCESSOR);
-    processor::fence(brokers, &topics.names.group(join::PROCESSOR), delivery).await?;
-    let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
-    let lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
-    processor::run(lc, transform).await.context("leads")
+    let instance = crate::runtime::instance::id();
+    let repartition = async {
+        let transform = lead_inputs::LeadInputsTransform::open(&registry, topics.clone()).await?;
+        let mut lc = loop_config(lead_inputs::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        lc.instance_id = instance.clone();
+        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
+        processor::run(lc, transform).await.context("leads repartition step")
+    };
+    let join = async {
+        let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
+        let mut lc = loop_config(join::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        // Leads are independent of each other, and each lead's changes keep the order the
+        // repartition step (aligned by event time) gave them: nothing to wait for.
+        lc.align = None;
+        lc.instance_id = instance.clone();
+        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
+        processor::run(lc, transform).await.context("leads")
+    };
+    if stop_when_idle {
+        repartition.await?;
+        join.await
+    } else {
+        tokio::try_join!(repartition, join).map(|_| ())
+    }
 }
 
 /// `funnel run leads-gold`: the gold lead dimension merged from the lead topic; with

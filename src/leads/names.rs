@@ -16,6 +16,9 @@ pub struct LeadTopics {
     /// Partitions of seller-metrics' repartition topic: how many instances can share the
     /// aggregate (topology/topics.toml).
     pub seller_partitions: i32,
+    /// Partitions of leads' repartition topic (and so of the lead topic, which follows it):
+    /// how many instances can share the join.
+    pub lead_partitions: i32,
 }
 
 impl LeadTopics {
@@ -30,6 +33,7 @@ impl LeadTopics {
             lead_processed: names.owned("marketing.lead.processed.v1"),
             data_loaded: names.owned("marketing.data.loaded.v1"),
             seller_partitions: 3,
+            lead_partitions: 3,
             names,
         }
     }
@@ -41,5 +45,10 @@ impl LeadTopics {
     /// Order items and sellers re-keyed by seller_id (seller-metrics' repartition step).
     pub fn seller_repartition(&self) -> String {
         self.names.repartition("seller-metrics", "by-seller")
+    }
+
+    /// MQLs and closed deals re-keyed by mql_id (leads' repartition step).
+    pub fn lead_repartition(&self) -> String {
+        self.names.repartition("leads", "by-lead")
     }
 }

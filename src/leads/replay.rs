@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 
 use super::names::LeadTopics;
-use super::{join, seller_items, seller_metrics, LeadsConfig};
+use super::{join, lead_inputs, seller_items, seller_metrics, LeadsConfig};
 use crate::kafka::admin;
 use crate::kafka::batch_producer::Delivery;
 
@@ -26,8 +26,12 @@ pub async fn replay(which: &str, brokers: &str, registry_url: &str, lake: &crate
             super::run_seller_metrics(brokers, registry_url, topics, delivery, cfg, true).await
         }
         join::PROCESSOR => {
-            let doomed = vec![topics.changelog(which, "mqls"), topics.changelog(which, "closed-deals"), topics.changelog(which, "sellers"), topics.lead.clone()];
-            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.mqls.clone(), topics.closed_deals.clone(), topics.seller_metrics.clone()], &doomed).await?;
+            // Both steps start over, as for seller-metrics: the join's group is rewound while
+            // the repartition topic still exists, then its state, the lead topic (its
+            // last-emitted store) and the repartition topic go.
+            let doomed = vec![topics.changelog(which, "mqls"), topics.changelog(which, "closed-deals"), topics.lead.clone()];
+            admin::reset_for_replay(brokers, &topics.names.group(which), &[topics.lead_repartition()], &doomed).await?;
+            admin::reset_for_replay(brokers, &topics.names.group(lead_inputs::PROCESSOR), &[topics.mqls.clone(), topics.closed_deals.clone()], &[topics.lead_repartition()]).await?;
             let gold = super::gold_path(lake);
             if crate::lake::location::remove(&gold).await.with_context(|| format!("removing {gold}"))? {
                 tracing::info!(table = %gold, "gold table removed for the rebuild");

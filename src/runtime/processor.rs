@@ -69,6 +69,14 @@ pub trait Transform: Send {
         async { Ok(vec![]) }
     }
 
+    /// Whether the transform has outputs to make although no input record came: a side input
+    /// outside the consumer group changed (`state::GlobalTable`), or an assignment left keys
+    /// to recompute. The loop then runs a batch without records: `end_batch` makes the
+    /// outputs, in a transaction of their own that commits no offsets.
+    fn has_work(&mut self) -> bool {
+        false
+    }
+
     /// Called before the first batch after the consumer group assigned partitions (at start
     /// and after every rebalance), with every input partition this instance now owns. A
     /// processor whose state is partitioned like its input (`state::PartitionedStore`)
@@ -235,7 +243,7 @@ pub async fn run<T: Transform>(cfg: LoopConfig, mut transform: T) -> Result<()> 
         if let Some(inbox) = &mut inbox {
             batch = release_aligned(p, &consumer, inbox, &waiting, cfg.batch_max, started.elapsed())?;
         }
-        if batch.is_empty() {
+        if batch.is_empty() && !transform.has_work() {
             if inbox.as_ref().is_none_or(Inbox::is_empty) {
                 lag::advance_to_position(&progress, &consumer);
                 if cfg.stop_when_idle && consumed_to_end(&consumer, &cfg.inputs, loop_started.elapsed() > Duration::from_secs(10))? {
@@ -384,7 +392,7 @@ async fn process_batch<T: Transform>(cfg: &LoopConfig, transform: &mut T, produc
         *e = (*e).max(m.offset() + 1);
     }
     // Summary outputs are identified by the batch's last record.
-    let last = batch.last().map(|m| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())).unwrap_or_default();
+    let last = batch.last().map(|m| format!("{}/{}/{}", m.topic(), m.partition(), m.offset())).unwrap_or_else(|| format!("{}/no-input/{}", p, now));
     for (i, out) in transform.end_batch().await.with_context(|| format!("{p}: end of batch"))?.iter().enumerate() {
         send(&mut pending, out, &format!("{last}/end/{i}"))?;
     }

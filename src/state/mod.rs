@@ -18,7 +18,9 @@ use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::batch_producer::OutRecord;
 use crate::kafka::{consumer_config, reached, remaining_ends};
 
+pub mod global;
 pub mod partitioned;
+pub use global::GlobalTable;
 pub use partitioned::PartitionedStore;
 
 pub struct ChangelogStore {
@@ -90,7 +92,14 @@ pub fn read_topic(brokers: &str, topic: &str, mut f: impl FnMut(&[u8], Option<&[
 }
 
 /// `read_topic` for some partitions only: `f(partition, key, value)`.
-pub fn read_partitions(brokers: &str, topic: &str, partitions: &[i32], mut f: impl FnMut(i32, &[u8], Option<&[u8]>)) -> Result<u64> {
+pub fn read_partitions(brokers: &str, topic: &str, partitions: &[i32], f: impl FnMut(i32, &[u8], Option<&[u8]>)) -> Result<u64> {
+    let (consumer, ends) = reader_at_start(brokers, topic, partitions)?;
+    read_to(&consumer, topic, &ends, f)
+}
+
+/// A consumer assigned to `partitions` of `topic` from their beginning, and the ends they
+/// have now (the partitions with something to read).
+pub(crate) fn reader_at_start(brokers: &str, topic: &str, partitions: &[i32]) -> Result<(BaseConsumer, Vec<(String, i32, i64)>)> {
     // Partitions are assigned, not subscribed: the group id is never joined or committed.
     let consumer: BaseConsumer = consumer_config(brokers, "funnel-restore").create().context("creating restore consumer")?;
     let mut tpl = TopicPartitionList::new();
@@ -98,10 +107,15 @@ pub fn read_partitions(brokers: &str, topic: &str, partitions: &[i32], mut f: im
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     let ends = remaining_ends(&consumer, &tpl)?;
+    consumer.assign(&tpl).context("assigning changelog partitions")?;
+    Ok((consumer, ends))
+}
+
+/// Read with `consumer` until every partition of `ends` reached its end.
+pub(crate) fn read_to(consumer: &BaseConsumer, topic: &str, ends: &[(String, i32, i64)], mut f: impl FnMut(i32, &[u8], Option<&[u8]>)) -> Result<u64> {
     if ends.is_empty() {
         return Ok(0);
     }
-    consumer.assign(&tpl).context("assigning changelog partitions")?;
     let mut count = 0u64;
     let mut last_progress = Instant::now();
     loop {
@@ -115,7 +129,7 @@ pub fn read_partitions(brokers: &str, topic: &str, partitions: &[i32], mut f: im
             None => {}
         }
         if count % 1024 == 0 || last_progress.elapsed() > Duration::from_millis(100) {
-            if reached(&consumer, &ends) {
+            if reached(consumer, ends) {
                 return Ok(count);
             }
             if last_progress.elapsed() > Duration::from_secs(120) {

@@ -181,7 +181,7 @@ mod tests {
         for p in &t.processors {
             assert!(["record-timestamp", "arrival"].contains(&p.ordering.as_str()), "{}: ordering {:?}", p.name, p.ordering);
         }
-        for (name, ordering) in [(crate::c360::PROCESSOR, crate::c360::ORDERING), ("seller-metrics-repartition", crate::leads::ORDERING), ("seller-metrics", "arrival"), ("leads", crate::leads::ORDERING)] {
+        for (name, ordering) in [(crate::c360::PROCESSOR, crate::c360::ORDERING), ("seller-metrics-repartition", crate::leads::ORDERING), ("seller-metrics", "arrival"), ("leads-repartition", crate::leads::ORDERING), ("leads", "arrival")] {
             assert_eq!(declared(name), ordering, "{name}");
         }
     }
