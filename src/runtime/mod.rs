@@ -3,6 +3,7 @@
 
 pub mod align;
 pub mod auth;
+mod batch;
 pub mod health;
 pub mod http;
 pub mod instance;
