@@ -207,7 +207,7 @@ async fn resume_positions(brokers: &str, lake: &Lake, topics: &[String]) -> Resu
         for (p, off) in committed.iter().enumerate() {
             let start = match off {
                 Some(o) => Offset::Offset(o + 1),
-                None => Offset::Beginning,
+                None => crate::kafka::FROM_START,
             };
             tpl.add_partition_offset(topic, p as i32, start)?;
         }

@@ -209,7 +209,7 @@ pub async fn follow(brokers: &str, codec: Arc<Codec>, kinds: &[Kind]) -> Result<
     let mut tpl = TopicPartitionList::new();
     for (t, _) in &topics {
         for p in 0..admin::partition_count(brokers, t)? {
-            tpl.add_partition_offset(t, p, Offset::Beginning)?;
+            tpl.add_partition_offset(t, p, crate::kafka::FROM_START)?;
         }
     }
     let consumer: Arc<StreamConsumer> = Arc::new(consumer_config(brokers, "funnel-campaigns-view").create().context("creating the campaigns view consumer")?);

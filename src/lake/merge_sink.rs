@@ -88,7 +88,7 @@ pub async fn run(cfg: SinkConfig, status: Status) -> Result<u64> {
         let committed = offsets::committed(&t.url, p, &t.topic, n).await?;
         let mut progress = TableProgress::default();
         for (part, off) in committed.iter().enumerate() {
-            tpl.add_partition_offset(&t.topic, part as i32, off.map(|o| Offset::Offset(o + 1)).unwrap_or(Offset::Beginning))?;
+            tpl.add_partition_offset(&t.topic, part as i32, off.map(|o| Offset::Offset(o + 1)).unwrap_or(crate::kafka::FROM_START))?;
             progress.committed.insert(part as i32, off.map(|o| o + 1).unwrap_or(0));
         }
         if let Ok(mut s) = status.lock() {

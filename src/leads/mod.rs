@@ -84,25 +84,35 @@ pub async fn run_seller_metrics(brokers: &str, registry_url: &str, topics: LeadT
     crate::kafka::admin::ensure_topics(brokers, &[crate::kafka::admin::TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true }]).await?;
     let repartition = async {
         let transform = seller_items::SellerItemsTransform::open(brokers, &registry, topics.clone()).await?;
-        let mut lc = loop_config(seller_items::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
-        lc.instance_id = crate::runtime::instance::id();
-        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
-        processor::run(lc, transform).await.context("seller-metrics repartition step")
+        let lc = loop_config(seller_items::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        run_step(lc, transform).await.context("seller-metrics repartition step")
     };
     let aggregate = async {
         let transform = seller_metrics::SellerMetricsTransform::open(brokers, &registry, topics.clone()).await?;
         let mut lc = loop_config(seller_metrics::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
         // Sellers are independent of each other: no order across partitions to wait for.
         lc.align = None;
-        lc.instance_id = crate::runtime::instance::id();
-        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
-        processor::run(lc, transform).await.context("seller-metrics")
+        run_step(lc, transform).await.context("seller-metrics")
     };
-    if stop_when_idle {
-        repartition.await?;
-        aggregate.await
+    two_steps(repartition, aggregate, stop_when_idle).await
+}
+
+/// One step of a two-step processor, as this instance (`--instance-id`): its own previous
+/// run fenced, then its loop.
+async fn run_step<T: processor::Transform>(mut lc: LoopConfig, transform: T) -> Result<()> {
+    lc.instance_id = crate::runtime::instance::id();
+    processor::fence(&lc.brokers, &lc.transactional_id(), lc.delivery).await?;
+    processor::run(lc, transform).await
+}
+
+/// Live, both steps run side by side; bounded (a replay), the second starts once the first
+/// consumed its inputs to their end.
+async fn two_steps(first: impl std::future::Future<Output = Result<()>>, second: impl std::future::Future<Output = Result<()>>, bounded: bool) -> Result<()> {
+    if bounded {
+        first.await?;
+        second.await
     } else {
-        tokio::try_join!(repartition, aggregate).map(|_| ())
+        tokio::try_join!(first, second).map(|_| ())
     }
 }
 
@@ -125,13 +135,10 @@ pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, de
     .await?;
     ensure_dead_letters(brokers, &topics, lead_inputs::PROCESSOR).await?;
     ensure_dead_letters(brokers, &topics, join::PROCESSOR).await?;
-    let instance = crate::runtime::instance::id();
     let repartition = async {
         let transform = lead_inputs::LeadInputsTransform::open(&registry, topics.clone()).await?;
-        let mut lc = loop_config(lead_inputs::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
-        lc.instance_id = instance.clone();
-        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
-        processor::run(lc, transform).await.context("leads repartition step")
+        let lc = loop_config(lead_inputs::PROCESSOR, brokers, &topics, transform.inputs(), delivery, cfg, stop_when_idle);
+        run_step(lc, transform).await.context("leads repartition step")
     };
     let join = async {
         let transform = join::LeadsTransform::open(brokers, &registry, topics.clone()).await?;
@@ -139,16 +146,9 @@ pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, de
         // Leads are independent of each other, and each lead's changes keep the order the
         // repartition step (aligned by event time) gave them: nothing to wait for.
         lc.align = None;
-        lc.instance_id = instance.clone();
-        processor::fence(brokers, &lc.transactional_id(), delivery).await?;
-        processor::run(lc, transform).await.context("leads")
+        run_step(lc, transform).await.context("leads")
     };
-    if stop_when_idle {
-        repartition.await?;
-        join.await
-    } else {
-        tokio::try_join!(repartition, join).map(|_| ())
-    }
+    two_steps(repartition, join, stop_when_idle).await
 }
 
 /// `funnel run leads-gold`: the gold lead dimension merged from the lead topic; with

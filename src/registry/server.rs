@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 use serde_json::{json, Value as Json};
 use tokio::sync::{Mutex, RwLock};
 
@@ -132,14 +132,14 @@ fn router(reg: Shared) -> Router {
 }
 
 fn load(brokers: &str, topic: &str) -> Result<Store> {
-    let consumer: BaseConsumer = client_config(brokers).set("group.id", "funnel-registry-loader").set("enable.auto.commit", "false").create()?;
+    let consumer: BaseConsumer = client_config(brokers).set("group.id", "funnel-registry-loader").set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create()?;
     let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
     let mut store = Store::default();
     if high == 0 {
         return Ok(store);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, 0, crate::kafka::FROM_START)?;
     consumer.assign(&tpl)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 use serde_json::{Map, Value};
 
 use super::destinations::SGTM;
@@ -199,7 +199,7 @@ pub async fn follow(brokers: &str, registry: &RegistryClient, topics: &RelayTopi
     for (t, _) in &tables {
         crate::lake::merge_sink::wait_for_topic(brokers, t).await?;
         for p in 0..admin::partition_count(brokers, t)? {
-            tpl.add_partition_offset(t, p, Offset::Beginning)?;
+            tpl.add_partition_offset(t, p, crate::kafka::FROM_START)?;
         }
     }
     // Assigned, never subscribed: each instance reads every partition; nothing is committed.

@@ -41,7 +41,7 @@ pub async fn replay_dlq(brokers: &str, registry_url: &str, topics: &RelayTopics)
         for e in committed.elements() {
             let at = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
+                _ => crate::kafka::FROM_START,
             };
             start.add_partition_offset(e.topic(), e.partition(), at)?;
         }

