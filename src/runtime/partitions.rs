@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::align::{self, Inbox, Partition};
@@ -31,10 +31,40 @@ impl Assignments {
 impl ClientContext for Assignments {}
 
 impl ConsumerContext for Assignments {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-            tracing::info!(assignment = n, partitions = tpl.count(), "consumer group assigned partitions");
+    /// Eager rebalancing as librdkafka's default does it, except that a partition the group
+    /// never committed starts at offset 0 instead of the broker's "earliest" (tansu can answer
+    /// that with an offset above records it still holds: `kafka::FROM_START`).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: rdkafka::types::RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                    Ok(committed) => {
+                        for e in committed.elements() {
+                            if !matches!(e.offset(), Offset::Offset(_)) {
+                                let _ = tpl.set_partition_offset(e.topic(), e.partition(), crate::kafka::FROM_START);
+                            }
+                        }
+                    }
+                    // Without the committed offsets the assignment still resumes from them
+                    // (librdkafka fetches them itself); only the tansu workaround is lost.
+                    Err(e) => tracing::warn!(error = %e, "committed offsets unknown at assignment"),
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assigning partitions");
+                }
+                let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+                tracing::info!(assignment = n, partitions = tpl.count(), "consumer group assigned partitions");
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "revoking partitions");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
         }
     }
 }
