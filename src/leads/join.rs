@@ -55,7 +55,7 @@ pub struct LeadsTransform {
     /// The lead topic: the last row emitted per lead, per partition.
     emitted: PartitionedStore,
     seller_table: GlobalTable,
-    /// Seller metrics records read from the global table, not yet applied.
+    /// Seller metrics records read from the global table, not yet applied to `sellers`.
     seller_updates: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     mqls: HashMap<String, (Mql, Position)>,
     deals: HashMap<String, (Deal, Position)>,
@@ -99,12 +99,8 @@ impl LeadsTransform {
             partition_of: HashMap::new(),
             dirty: HashSet::new(),
         };
-        for (_, v) in t.seller_table.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>() {
-            let (_, value) = serialization::decode(&t.registry, &v).await.context("seller metrics table")?;
-            if let Some((id, m)) = seller_metrics(&value) {
-                t.sellers.insert(id, m);
-            }
-        }
+        t.seller_updates = t.seller_table.poll();
+        t.apply_seller_updates().await?;
         Ok(t)
     }
 
@@ -300,9 +296,9 @@ impl Transform for LeadsTransform {
         self.dirty.clear();
         for is_deal in [false, true] {
             let store = if is_deal { &self.deal_store } else { &self.mql_store };
-            let stored: Vec<(i32, Vec<u8>)> = store.iter().map(|(p, _, v)| (p, v.clone())).collect();
+            let (topic, stored): (String, Vec<(i32, Vec<u8>)>) = (store.topic.clone(), store.iter().map(|(p, _, v)| (p, v.clone())).collect());
             for (p, v) in stored {
-                let c = self.decoder.decode(&v).await?.map_err(|e| anyhow::anyhow!("changelog {}: {e}", store_name(&self.topics, is_deal)))?;
+                let c = self.decoder.decode(&v).await?.map_err(|e| anyhow::anyhow!("changelog {topic}: {e}"))?;
                 let id = c.text("mql_id").unwrap_or_default();
                 self.partition_of.insert(id.clone(), p);
                 self.hold(is_deal, id, &c);
@@ -319,8 +315,4 @@ impl Transform for LeadsTransform {
         tracing::info!(partitions = ?mine, mqls = self.mqls.len(), deals = self.deals.len(), sellers = self.sellers.len(), leads = self.emitted.len(), "leads state restored");
         Ok(())
     }
-}
-
-fn store_name(topics: &LeadTopics, is_deal: bool) -> String {
-    topics.changelog(PROCESSOR, if is_deal { "closed-deals" } else { "mqls" })
 }

@@ -129,8 +129,9 @@ pub async fn run_leads(brokers: &str, registry_url: &str, topics: LeadTopics, de
     }
     ensure_topics(brokers, &[
         TopicSpec { name: topics.seller_metrics.clone(), partitions: 3, compact: true },
+        // Before the join opens: its stores (the lead topic among them) take their partition
+        // count from it.
         TopicSpec { name: topics.lead_repartition(), partitions: topics.lead_partitions, compact: false },
-        TopicSpec { name: topics.lead.clone(), partitions: topics.lead_partitions, compact: true },
     ])
     .await?;
     ensure_dead_letters(brokers, &topics, lead_inputs::PROCESSOR).await?;
